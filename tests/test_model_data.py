@@ -1,0 +1,127 @@
+"""LeNet5's shape and size; both data sources (embedded and torchvision IDX files written here)."""
+
+import gzip
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+import helpers
+from cnn_architectures import LeNet5
+
+
+def test_lenet5_matches_the_original_architecture():
+    model = LeNet5(10)
+    assert sum(p.numel() for p in model.parameters()) == 61_706
+    assert model(torch.zeros(3, 1, 32, 32)).shape == (3, 10)
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    return helpers.load_mnist("embedded", verbose=False)
+
+
+def test_embedded_split_is_stratified_and_sized(embedded):
+    assert embedded.source == "embedded"
+    assert embedded.x_train.shape == (4000, 1, 32, 32) and embedded.x_test.shape == (1000, 1, 32, 32)
+    assert torch.bincount(embedded.y_train).tolist() == [400] * 10
+    assert torch.bincount(embedded.y_test).tolist() == [100] * 10
+    assert embedded.x_train.dtype == torch.float32
+    assert 0.0 <= float(embedded.x_train.min()) and float(embedded.x_train.max()) <= 1.0
+    assert float(embedded.x_train.max()) > 0.99  # real digits, scaled, not blank
+
+
+def test_embedded_split_is_deterministic_and_disjoint(embedded):
+    again = helpers.load_mnist("embedded", verbose=False)
+    assert torch.equal(again.x_train, embedded.x_train) and torch.equal(again.y_test, embedded.y_test)
+    train = {bytes(x.numpy()) for x in embedded.x_train}
+    assert not any(bytes(x.numpy()) in train for x in embedded.x_test)
+
+
+def test_subsets_and_validation_are_stratified():
+    d = helpers.load_mnist("embedded", train_size=400, test_size=200, validation_size=100, verbose=False)
+    assert torch.bincount(d.y_train).tolist() == [30] * 10
+    assert torch.bincount(d.y_val).tolist() == [10] * 10
+    assert torch.bincount(d.y_test).tolist() == [20] * 10
+
+
+def _write_idx(path, array):
+    array = np.asarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    path.write_bytes(header + array.tobytes())
+
+
+@pytest.fixture
+def idx_mnist(tmp_path):
+    """A tiny MNIST in torchvision's raw layout: 30 train and 20 test images."""
+    raw = tmp_path / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    images = {"train": rng.integers(0, 256, (30, 28, 28)), "t10k": rng.integers(0, 256, (20, 28, 28))}
+    labels = {"train": np.arange(30) % 10, "t10k": np.arange(20) % 10}
+    for split in ("train", "t10k"):
+        _write_idx(raw / f"{split}-images-idx3-ubyte", images[split])
+        _write_idx(raw / f"{split}-labels-idx1-ubyte", labels[split])
+    return tmp_path, images, labels
+
+
+@pytest.mark.parametrize("source", ["torchvision", "auto"])
+def test_torchvision_path_reads_idx_files(idx_mnist, source):
+    root, images, labels = idx_mnist
+    d = helpers.load_mnist(source, root, verbose=False)
+    assert d.source == "torchvision"
+    assert d.y_train.tolist() == labels["train"].tolist() and d.y_test.tolist() == labels["t10k"].tolist()
+    expected = F.interpolate(torch.tensor(images["t10k"], dtype=torch.float32)[:, None] / 255, size=32,
+                             mode="bilinear", align_corners=False)
+    torch.testing.assert_close(d.x_test, expected.clamp(0, 1))
+
+
+def test_bad_checksum_is_reported(idx_mnist):
+    root, _, _ = idx_mnist
+    (root / "MNIST" / "raw" / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(b"not mnist"))
+    with pytest.raises(helpers.StudyError, match="checksum mismatch"):
+        helpers.load_mnist("torchvision", root, verbose=False)
+
+
+def test_truncated_idx_file_is_reported(idx_mnist):
+    root, _, _ = idx_mnist
+    path = root / "MNIST" / "raw" / "t10k-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(helpers.StudyError, match="corrupted MNIST file"):
+        helpers.load_mnist("torchvision", root, verbose=False)
+
+
+def test_missing_data_offline_names_the_way_out(tmp_path, monkeypatch):
+    # no files, and downloads refused at once (as on a machine without internet)
+    monkeypatch.setattr(helpers, "_download_mnist", lambda data_dir, timeout_s: "network unreachable")
+    with pytest.raises(helpers.StudyError, match="could not be downloaded.*embedded"):
+        helpers.load_mnist("torchvision", tmp_path, verbose=False)
+    assert helpers.load_mnist("auto", tmp_path, verbose=False).source == "embedded"
+
+
+def test_stalled_download_is_bounded(tmp_path, monkeypatch):
+    import threading
+    import time
+    import torchvision.datasets
+
+    release = threading.Event()
+
+    class Stalled:  # stands in for a download whose server never answers
+        def __init__(self, *a, **k):
+            release.wait(30)
+
+    monkeypatch.setattr(torchvision.datasets, "MNIST", Stalled)
+    t0 = time.perf_counter()
+    assert "no answer within 1 s" == helpers._download_mnist(tmp_path, 1)
+    assert time.perf_counter() - t0 < 5
+    release.set()
+
+
+def test_hessian_batch_is_seeded_and_drawn_with_replacement(embedded):
+    x1, y1 = helpers.hessian_batch(embedded, 100, seed=3)
+    x2, y2 = helpers.hessian_batch(embedded, 100, seed=3)
+    assert x1.shape == (100, 1, 32, 32) and torch.equal(x1, x2) and torch.equal(y1, y2)
+    idx = np.random.default_rng(3).choice(4000, size=100, replace=True)
+    assert torch.equal(y1, embedded.y_train[idx])
+    assert helpers.hessian_batch(embedded, "full", seed=3)[0].shape[0] == 4000

@@ -1,0 +1,206 @@
+"""The training loop shared by all four optimizers, and the per-epoch evaluation.
+
+One registry maps an optimizer name to its constructor; one ``training_step``
+hides AdaHessian's ``backward(create_graph=True)``. The loop checkpoints each
+epoch into the run folder and resumes from it, and calls an optional per-step
+callback (the curvature tracking plugs in there).
+"""
+
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from tqdm import tqdm
+
+import helpers
+import params
+from cnn_architectures import LeNet5
+
+
+def _adahessian(model_params, **hp):
+    import torch_optimizer
+    return torch_optimizer.Adahessian(model_params, **{k: tuple(v) if k == "betas" else v for k, v in hp.items()})
+
+
+OPTIMIZERS = {
+    "sgd": lambda p, **hp: torch.optim.SGD(p, **hp),
+    "adam": lambda p, **hp: torch.optim.Adam(p, **hp),
+    "adagrad": lambda p, **hp: torch.optim.Adagrad(p, **hp),
+    "adahessian": _adahessian,
+}
+SECOND_ORDER = {"adahessian"}  # these need the gradient's graph for their Hessian-diagonal estimate
+
+
+def make_optimizer(name, model, hyperparameters) -> torch.optim.Optimizer:
+    if name not in OPTIMIZERS:
+        raise helpers.StudyError(f"unknown optimizer {name!r}; valid choices: {', '.join(OPTIMIZERS)}")
+    return OPTIMIZERS[name](model.parameters(), **hyperparameters)
+
+
+def build_model(seed, device="cpu") -> LeNet5:
+    """LeNet5 with weights drawn from ``seed``, so that the same seed gives the same start."""
+    torch.manual_seed(seed)
+    return LeNet5(params.NUM_CLASSES).to(device)
+
+
+def training_step(model, optimizer, x, y, second_order=False) -> torch.Tensor:
+    """One optimizer step on the batch; returns the batch loss (detached)."""
+    optimizer.zero_grad(set_to_none=True)
+    loss = F.cross_entropy(model(x), y)
+    loss.backward(create_graph=second_order)
+    optimizer.step()
+    return loss.detach()
+
+
+def _grad_norm(model) -> float:
+    grads = [p.grad.detach().flatten() for p in model.parameters() if p.grad is not None]
+    return float(torch.cat(grads).norm()) if grads else float("nan")
+
+
+def evaluate(model, x, y, batch_size=params.EVAL_BATCH_SIZE, with_gradient=False) -> dict:
+    """Mean loss and accuracy over (x, y) in large batches.
+
+    With ``with_gradient`` the same pass also yields the full-batch gradient
+    norm (the gradient of the mean loss over all of x), without touching ``.grad``.
+    """
+    was_training = model.training
+    model.eval()
+    n, total_loss, correct = len(y), 0.0, 0
+    grads = [torch.zeros_like(p) for p in model.parameters()] if with_gradient else None
+    with torch.set_grad_enabled(with_gradient):
+        for i in range(0, n, batch_size):
+            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            logits = model(xb)
+            loss = F.cross_entropy(logits, yb, reduction="sum")
+            if with_gradient:
+                for g, gb in zip(grads, torch.autograd.grad(loss, list(model.parameters()))):
+                    g.add_(gb)
+            total_loss += float(loss.detach())
+            correct += int((logits.detach().argmax(1) == yb).sum())
+    model.train(was_training)
+    out = {"loss": total_loss / n, "accuracy": correct / n}
+    if with_gradient:
+        out["grad_norm"] = float(torch.sqrt(sum((g / n).pow(2).sum() for g in grads)))
+    return out
+
+
+def confusion(model, x, y, num_classes=params.NUM_CLASSES, batch_size=params.EVAL_BATCH_SIZE) -> dict:
+    """Accuracy, per-class accuracy and the confusion matrix (rows: true class, columns: predicted)."""
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        pred = torch.cat([model(x[i:i + batch_size]).argmax(1) for i in range(0, len(y), batch_size)])
+    model.train(was_training)
+    matrix = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    matrix.index_put_((y.cpu(), pred.cpu()), torch.ones_like(y.cpu()), accumulate=True)
+    per_class = (matrix.diag() / matrix.sum(1).clamp(min=1)).tolist()
+    return {"accuracy": float(matrix.diag().sum() / matrix.sum()), "per_class_accuracy": per_class,
+            "confusion_matrix": matrix.tolist()}
+
+
+def train(model, config, data: helpers.Dataset, run_dir=None, callback=None, progress=True) -> dict:
+    """Train ``model`` as ``config`` says; returns {"history", "status", "diverged_at"}.
+
+    Per epoch: train/test loss and accuracy, the full-batch gradient norm over
+    the training split, the last mini-batch's gradient norm (the original's
+    measure) and wall time. With a ``run_dir`` it writes ``history.csv`` and a
+    checkpoint after every epoch, and resumes from that checkpoint. A
+    non-finite loss stops the run with status ``diverged``.
+    ``callback(model, epoch=, step=, total_steps=)`` runs after every step; if
+    it has ``state_dict``/``load_state_dict`` its state is checkpointed too.
+    """
+    name, seed = config["optimizer"], config["seed"]
+    optimizer = make_optimizer(name, model, config["hyperparameters"])
+    second_order = name in SECOND_ORDER
+    batch_size, epochs = config["batch_size"], config["epochs"]
+    n = len(data.y_train)
+    steps_per_epoch = math.ceil(n / batch_size)
+    total_steps = steps_per_epoch * epochs
+    order = torch.Generator().manual_seed(seed)  # batch order: its own stream, saved with the checkpoint
+    torch.manual_seed(seed)  # the global stream (AdaHessian's Rademacher probes)
+    history, start_epoch = [], 1
+    checkpoint = Path(run_dir) / "checkpoint.pt" if run_dir else None
+    if checkpoint and checkpoint.exists():
+        state = helpers.load_torch(checkpoint, map_location=data.x_train.device)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        order.set_state(state["order_rng"])
+        torch.set_rng_state(state["torch_rng"])
+        if callback is not None and hasattr(callback, "load_state_dict"):
+            callback.load_state_dict(state["callback"])
+        history, start_epoch = state["history"], state["epoch"] + 1
+        print(f"resuming {run_dir} after epoch {state['epoch']}")
+    status, diverged_at = "ok", None
+    bar = tqdm(total=total_steps, initial=(start_epoch - 1) * steps_per_epoch, disable=not progress,
+               desc=f"{name} seed {seed}", unit="step", mininterval=2.0)
+    model.train()
+    for epoch in range(start_epoch, epochs + 1):
+        t0 = time.perf_counter()
+        perm = torch.randperm(n, generator=order).to(data.y_train.device)
+        for i in range(steps_per_epoch):
+            idx = perm[i * batch_size:(i + 1) * batch_size]
+            loss = training_step(model, optimizer, data.x_train[idx], data.y_train[idx], second_order)
+            step = (epoch - 1) * steps_per_epoch + i + 1
+            if not torch.isfinite(loss):
+                status, diverged_at = "diverged", {"epoch": epoch, "step": step, "loss": str(float(loss))}  # "nan"/"inf": valid JSON
+                break
+            if callback is not None:
+                callback(model, epoch=epoch, step=step, total_steps=total_steps)
+            bar.update(1)
+        last_batch_grad_norm = _grad_norm(model)
+        optimizer.zero_grad(set_to_none=True)  # AdaHessian's .grad holds a graph: free it before evaluating
+        if status == "diverged":
+            break
+        train_time = time.perf_counter() - t0
+        tr = evaluate(model, data.x_train, data.y_train, config["eval_batch_size"], with_gradient=True)
+        te = evaluate(model, data.x_test, data.y_test, config["eval_batch_size"])
+        row = {"epoch": epoch, "step": epoch * steps_per_epoch,
+               "train_loss": tr["loss"], "train_accuracy": tr["accuracy"],
+               "test_loss": te["loss"], "test_accuracy": te["accuracy"]}
+        if data.y_val is not None:
+            va = evaluate(model, data.x_val, data.y_val, config["eval_batch_size"])
+            row.update(val_loss=va["loss"], val_accuracy=va["accuracy"])
+        row.update(grad_norm_full=tr["grad_norm"], grad_norm_last_batch=last_batch_grad_norm,
+                   train_time_s=train_time, epoch_time_s=time.perf_counter() - t0)
+        history.append(row)
+        bar.set_postfix(loss=f"{tr['loss']:.4f}", test_acc=f"{te['accuracy']:.4f}")
+        if run_dir:
+            helpers.save_csv(Path(run_dir) / "history.csv", history)
+            helpers.save_torch(checkpoint, {
+                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
+                "callback": callback.state_dict() if hasattr(callback, "state_dict") else None})
+    bar.close()
+    if status == "diverged":
+        print(f"diverged: non-finite loss at epoch {diverged_at['epoch']}, step {diverged_at['step']}")
+    return {"history": history, "status": status, "diverged_at": diverged_at}
+
+
+def finish_training(model, data: helpers.Dataset, outcome: dict, run_dir) -> dict:
+    """Write final.json (accuracies, per-class accuracy, confusion matrix, status) and model.pt."""
+    run_dir = Path(run_dir)
+    final = {"status": outcome["status"], "diverged_at": outcome["diverged_at"],
+             "epochs_completed": len(outcome["history"])}
+    if outcome["status"] == "ok":
+        test = confusion(model, data.x_test, data.y_test)
+        final.update(train_accuracy=evaluate(model, data.x_train, data.y_train)["accuracy"],
+                     test_accuracy=test["accuracy"], test_per_class_accuracy=test["per_class_accuracy"],
+                     test_confusion_matrix=test["confusion_matrix"],
+                     train_loss=outcome["history"][-1]["train_loss"], test_loss=outcome["history"][-1]["test_loss"])
+        helpers.save_torch(run_dir / "model.pt", {k: v.cpu() for k, v in model.state_dict().items()})
+    if not outcome["history"]:
+        helpers.save_csv(run_dir / "history.csv", [])
+    helpers.save_json(run_dir / "final.json", final)
+    return final
+
+
+def state_checksum(model) -> str:
+    """A short fingerprint of the weights, for comparing runs bit for bit."""
+    import hashlib
+    h = hashlib.sha256()
+    for t in model.state_dict().values():
+        h.update(np.ascontiguousarray(t.detach().cpu().numpy()).tobytes())
+    return h.hexdigest()[:16]
