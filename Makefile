@@ -36,6 +36,7 @@ status: install
 
 notebooks: install
 	$(PY) notebooks/build_notebooks.py
+	$(PY) notebooks/build_plotting_notebook.py
 
 benchmarks: install
 	$(PY) benchmarks/bench_training.py

@@ -1,0 +1,149 @@
+"""Figures of one run, drawn from what the run folder holds (or the same data in memory).
+
+Used by the optimizer notebooks; imports no training code. Each function
+returns the matplotlib Figure so that callers can save it.
+"""
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+CLASSES = [str(i) for i in range(10)]
+
+
+def load_run(run_dir) -> dict:
+    """Everything a run folder holds, as DataFrames, dicts and arrays (missing files are left out)."""
+    import json
+    run_dir, run = Path(run_dir), {}
+    for name in ("history", "spectrum", "sharpness"):
+        path = run_dir / f"{name}.csv"
+        if path.exists() and path.stat().st_size > 1:
+            run[name] = pd.read_csv(path)
+    for name in ("config", "final", "curvature"):
+        path = run_dir / f"{name}.json"
+        if path.exists():
+            run[name] = json.loads(path.read_text())
+    for name in ("density", "landscape"):
+        path = run_dir / f"{name}.npz"
+        if path.exists():
+            with np.load(path) as f:
+                run[name] = {k: f[k] for k in f.files}
+    return run
+
+
+def sample_digits(x, y, n=16):
+    """The first ``n`` training images as the model sees them (32x32, [0, 1])."""
+    cols = min(n, 8)
+    fig, axes = plt.subplots((n + cols - 1) // cols, cols, figsize=(1.2 * cols, 1.4 * ((n + cols - 1) // cols)))
+    for ax, img, label in zip(np.ravel(axes), x[:n], y[:n]):
+        ax.imshow(np.asarray(img.cpu()).squeeze(), cmap="gray_r", vmin=0, vmax=1)
+        ax.set_title(int(label), fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(history: pd.DataFrame, title=""):
+    """Loss and accuracy per epoch, train and test."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    for split in ("train", "test", "val"):
+        if f"{split}_loss" in history:
+            a.plot(history.epoch, history[f"{split}_loss"], label=split)
+            b.plot(history.epoch, history[f"{split}_accuracy"], label=split)
+    a.set(xlabel="epoch", ylabel="cross-entropy", yscale="log", title=f"{title} loss".strip())
+    b.set(xlabel="epoch", ylabel="accuracy", title=f"{title} accuracy".strip())
+    a.legend(), b.legend()
+    fig.tight_layout()
+    return fig
+
+
+def gradient_norms(history: pd.DataFrame, title=""):
+    """Full-batch gradient norm per epoch beside the original's last-mini-batch norm."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(history.epoch, history.grad_norm_full, label="full training set")
+    ax.plot(history.epoch, history.grad_norm_last_batch, label="last mini-batch (original)", alpha=0.6)
+    ax.set(xlabel="epoch", ylabel="gradient norm", yscale="log", title=f"{title} gradient norm".strip())
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def confusion_heatmap(matrix, title="", ax=None):
+    """Confusion matrix normalised per true class (rows sum to 1)."""
+    m = np.asarray(matrix, dtype=float)
+    m = m / np.clip(m.sum(1, keepdims=True), 1, None)
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4.5, 4))
+    im = ax.imshow(m, cmap="Blues", vmin=0, vmax=1)
+    for i in range(m.shape[0]):
+        for j in range(m.shape[1]):
+            if m[i, j] >= 0.005:
+                ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if m[i, j] > 0.5 else "black")
+    ax.set(xticks=range(10), yticks=range(10), xticklabels=CLASSES, yticklabels=CLASSES,
+           xlabel="predicted", ylabel="true", title=title)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    return fig
+
+
+def spectral_tracking(spectrum: pd.DataFrame, title=""):
+    """lambda1, lambda2, their gap and their ratio over the tracked last steps."""
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.5))
+    a.plot(spectrum.step, spectrum.lambda1, label=r"$\lambda_1$")
+    a.plot(spectrum.step, spectrum.lambda2, label=r"$\lambda_2$")
+    a.set(xlabel="step", ylabel="eigenvalue", title=f"{title} top eigenvalues".strip())
+    a.legend()
+    b.plot(spectrum.step, spectrum.gap, color="C2")
+    b.set(xlabel="step", ylabel=r"$\lambda_1-\lambda_2$", title="spectral gap")
+    c.plot(spectrum.step, spectrum.ratio, color="C3")
+    c.axhline(1, color="grey", lw=0.8, ls=":")
+    c.set(xlabel="step", ylabel=r"$\lambda_1/\lambda_2$", title="eigenvalue ratio")
+    fig.tight_layout()
+    return fig
+
+
+def sharpness_curve(sharpness: pd.DataFrame, lr=None, title="", ax=None):
+    """lambda1 over training; with ``lr`` (plain SGD) the 2/lr stability threshold too."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.5))
+    ax.plot(sharpness.step, sharpness.lambda1, marker=".", label=r"$\lambda_1$")
+    if lr:
+        ax.axhline(2 / lr, color="C3", ls="--", label=f"2/lr = {2 / lr:g}")
+    ax.set(xlabel="step", ylabel=r"sharpness $\lambda_1$", yscale="log", title=f"{title} sharpness".strip())
+    ax.legend()
+    return fig
+
+
+def spectral_density(grid, density, eigenvalues=None, title="", ax=None):
+    """Smoothed eigenvalue density (SLQ) on a log scale, with the top eigenvalues marked."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.5))
+    ax.semilogy(grid, np.clip(density, 1e-12, None))
+    for lam in eigenvalues or []:
+        ax.axvline(lam, color="C3", lw=0.6, alpha=0.6)
+    ax.set(xlabel="eigenvalue", ylabel="density", ylim=(1e-8, None), title=f"{title} spectral density".strip())
+    return fig
+
+
+def landscape_1d(alphas, eig_1d, random_1d=None, title="", ax=None):
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.5))
+    ax.plot(alphas, eig_1d, label="top eigenvector")
+    if random_1d is not None:
+        ax.plot(alphas, random_1d, label="filter-normalised random")
+    ax.set(xlabel=r"$\alpha$", ylabel="loss", title=f"{title} 1D landscape".strip())
+    ax.legend()
+    return fig
+
+
+def landscape_2d(alphas, surface, title="", zlabel="loss"):
+    """Contour and 3D surface of a 2D loss slice side by side."""
+    fig = plt.figure(figsize=(11, 4.5))
+    a = fig.add_subplot(1, 2, 1)
+    A, B = np.meshgrid(alphas, alphas, indexing="ij")
+    cs = a.contourf(A, B, surface, levels=30, cmap="viridis")
+    fig.colorbar(cs, ax=a)
+    a.set(xlabel=r"$\alpha$", ylabel=r"$\beta$", title=f"{title} contour".strip())
+    b = fig.add_subplot(1, 2, 2, projection="3d")
+    b.plot_surface(A, B, surface, cmap="viridis", linewidth=0)
+    b.set(xlabel=r"$\alpha$", ylabel=r"$\beta$", zlabel=zlabel, title=f"{title} surface".strip())
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,265 @@
+"""The report: collector, tables and the plotting notebook, on a synthetic results tree built here.
+
+The fixture tree has 2 optimizers x 2 seeds of complete runs, one diverged run,
+one incomplete folder (no ``done``) and one sweep run, all with format-correct
+files. Table values are checked against numbers recomputed from the fixture.
+"""
+
+import json
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pandas as pd
+import pytest
+
+import report
+
+ROOT = Path(__file__).resolve().parents[1]
+OPTIMIZERS, SEEDS = ("sgd", "adam"), (0, 1)
+EPOCHS, STEPS_PER_EPOCH, TRACKED, POINTS = 3, 4, 6, 7
+LR = {"sgd": 0.1, "adam": 0.001}
+# Tiny figures: the notebook's run time is dominated by drawing and saving.
+SMALL = {"DPI": 30, "FIGSIZE": [4, 3], "FIGSIZE_WIDE": [5, 2], "FIGSIZE_GRID": [5, 3], "FIG_FORMATS": ["png", "pdf"]}
+
+
+def _write(path, text):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+
+
+def _config(optimizer, seed):
+    return {"optimizer": optimizer, "seed": seed, "hyperparameters": {"lr": LR[optimizer]}, "overrides": {},
+            "epochs": EPOCHS, "batch_size": 100, "eval_batch_size": 2000, "smoke": False,
+            "data": {"source_requested": "auto", "source": "embedded", "n_train": 400, "n_test": 200,
+                     "n_validation": 0},
+            "hessian": {"batch_size": 100, "spectral_steps": TRACKED, "sensitivity_batches": [100, 1000, "full"]},
+            "landscape": {"points": POINTS, "radius": 1.0}, "sweep": None,
+            "provenance": {"versions": {"torch": "2.14.1"}, "device": {"type": "cpu"}, "git_commit": "unknown"}}
+
+
+def _history(rng, epochs):
+    return pd.DataFrame([{"epoch": e, "step": e * STEPS_PER_EPOCH, "train_loss": 1 / e, "train_accuracy": 0.8,
+                          "test_loss": 1.2 / e, "test_accuracy": 0.78, "grad_norm_full": rng.uniform(0.1, 1),
+                          "grad_norm_last_batch": rng.uniform(0.5, 2), "train_time_s": 0.1, "epoch_time_s": 0.2}
+                         for e in range(1, epochs + 1)])
+
+
+def write_run(root, optimizer, seed, rng, *, status="ok", done=True) -> dict:
+    """One format-correct run folder; returns the numbers the tables should be built from."""
+    run = root / optimizer / f"seed{seed}"
+    run.mkdir(parents=True)
+    _write(run / "config.json", json.dumps(_config(optimizer, seed)))
+    if status == "diverged":
+        _write(run / "history.csv", _history(rng, 1).to_csv(index=False))
+        _write(run / "final.json", json.dumps({"status": "diverged", "epochs_completed": 1,
+                                               "diverged_at": {"epoch": 2, "step": 6, "loss": float("nan")}}))
+        if done:
+            _write(run / "done", "2025-01-01T00:00:00\n")
+        return {}
+    counts = rng.integers(0, 4, size=(10, 10)) + np.diag(rng.integers(15, 20, size=10))  # rows: true class
+    per_class = (np.diag(counts) / counts.sum(1)).tolist()
+    final = {"status": "ok", "diverged_at": None, "epochs_completed": EPOCHS,
+             "train_accuracy": float(rng.uniform(0.95, 1.0)), "test_accuracy": float(np.trace(counts) / counts.sum()),
+             "test_per_class_accuracy": per_class, "test_confusion_matrix": counts.tolist(),
+             "train_loss": 0.01, "test_loss": 0.1}
+    _write(run / "history.csv", _history(rng, EPOCHS).to_csv(index=False))
+    _write(run / "final.json", json.dumps(final))
+    steps = np.arange(EPOCHS * STEPS_PER_EPOCH - TRACKED + 1, EPOCHS * STEPS_PER_EPOCH + 1)
+    lam1 = rng.uniform(2, 5, TRACKED)
+    lam2 = lam1 / rng.uniform(1.2, 3, TRACKED)
+    if optimizer == "adam" and seed == 1:
+        lam2[:2] = -0.3  # an indefinite Hessian: ratio below 1 on two steps
+    spectrum = pd.DataFrame({"epoch": EPOCHS, "step": steps, "lambda1": lam1, "lambda2": lam2, "gap": lam1 - lam2,
+                             "ratio": lam1 / lam2, "residual1": 1e-5, "residual2": 2e-5, "n_hvps": 30,
+                             "converged": True})
+    _write(run / "spectrum.csv", spectrum.to_csv(index=False))
+    sharp = pd.DataFrame({"epoch": [1, 2, 3], "step": [4, 8, 12], "lambda1": rng.uniform(1, 30, 3),
+                          "residual1": 1e-5, "n_hvps": 20, "converged": True})
+    _write(run / "sharpness.csv", sharp.to_csv(index=False))
+    top = sorted(rng.uniform(0.5, 20, 5), reverse=True)
+    py = [top[0] * 1.01, -top[1] if seed == 0 else top[1]]
+    sensitivity = [{"batch": b, "n_samples": n, "lambda1": float(rng.uniform(1, 20)), "lambda2": float(rng.uniform(0.1, 1)),
+                    "residual1": 1e-5, "residual2": 1e-5, "converged": True, "trace": float(rng.uniform(50, 100)),
+                    "trace_stderr": 1.0, "trace_samples": 20} for b, n in (("100", 100), ("1000", 1000), ("full", 400))]
+    curvature = {"hessian_batch_size": 100, "top_eigenvalues": top, "residuals": [1e-5, 3e-5, 1e-5, 1e-5, 1e-5],
+                 "n_hvps": 60, "converged": True, "gap": top[0] - top[1], "ratio": top[0] / top[1],
+                 "pyhessian": {"eigenvalues": py, "residuals": [1e-3, 0.5], "n_hvps": 76, "converged": False},
+                 "trace": {"mean": float(rng.uniform(100, 200)), "stderr": 3.0, "n_samples": 100},
+                 "density_n_hvps": 36, "batch_sensitivity": sensitivity}
+    _write(run / "curvature.json", json.dumps(curvature))
+    grid = np.linspace(-1, 25, 60)
+    np.savez_compressed(run / "density.npz", nodes=rng.uniform(-1, 20, (2, 8)), weights=np.full((2, 8), 1 / 8),
+                        grid=grid, density=np.exp(-grid ** 2) + 1e-4)
+    a = np.linspace(-1, 1, POINTS)
+    A, B = np.meshgrid(a, a, indexing="ij")
+    np.savez_compressed(run / "landscape.npz", alphas=a, eig_1d=0.05 + top[0] * a ** 2 / 2,
+                        eig_2d=0.05 + (top[0] * A ** 2 + top[1] * B ** 2) / 2, random_1d=0.05 + a ** 2,
+                        random_2d=0.05 + A ** 2 + 2 * B ** 2)
+    if done:
+        _write(run / "done", "2025-01-01T00:00:00\n")
+    return {"final": final, "spectrum": spectrum, "curvature": curvature}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """The fixture tree, and the report built from it once (the notebook run dominates this file's time)."""
+    base = tmp_path_factory.mktemp("report")
+    results, rng, truth = base / "results", np.random.default_rng(0), {}
+    for opt in OPTIMIZERS:
+        for seed in SEEDS:
+            truth[opt, seed] = write_run(results, opt, seed, rng)
+    write_run(results, "adam", 2, rng, status="diverged")
+    write_run(results, "sgd", 5, rng, done=False)  # incomplete: must not count
+    write_run(results / "sweeps" / "lr" / "sgd-lr0.05", "sgd", 0, rng)  # sweeps are not part of the report
+    out = report.build(results_dir=str(results), report_dir=str(base / "report"), parameters=SMALL)
+    return {"results": results, "report": base / "report", "truth": truth, "out": out}
+
+
+def markdown_table(path) -> pd.DataFrame:
+    lines = [line for line in Path(path).read_text().splitlines() if line.startswith("|")]
+    cells = [[c.strip() for c in line.strip("|").split("|")] for line in lines]
+    return pd.DataFrame(cells[2:], columns=cells[0])
+
+
+def assert_as_printed(text, expected):
+    """``text`` equals ``expected`` to the precision it was printed with."""
+    mantissa, _, exponent = text.strip().lower().partition("e")
+    decimals = len(mantissa.partition(".")[2])
+    tolerance = 0.5 * 10.0 ** (-decimals) * 10.0 ** int(exponent or 0) * (1 + 1e-9)
+    assert abs(float(text) - expected) <= tolerance, (text, expected)
+
+
+def check_mean_sd(cell, values):
+    """A 'mean ± sd' cell equals the mean and sample sd of ``values`` to its printed precision."""
+    mean, sd = cell.split("±")
+    assert_as_printed(mean, np.mean(values))
+    assert_as_printed(sd, np.std(values, ddof=1))
+
+
+def test_build_writes_every_figure_table_and_the_executed_notebook(built):
+    rep = built["report"]
+    for name in report.FIGURES:
+        for fmt in ("png", "pdf"):
+            path = rep / "figures" / f"{name}.{fmt}"
+            assert path.exists() and path.stat().st_size > 0, path
+    for name in ("accuracy", "spectrum", "per_class", "sensitivity", "pyhessian"):
+        for ext in ("md", "tex"):
+            assert (rep / "tables" / f"{name}.{ext}").stat().st_size > 0
+    executed = nbformat.read(rep / ".executed" / "plotting_results.ipynb", as_version=4)
+    assert not any(o.get("output_type") == "error" for c in executed.cells if c.cell_type == "code" for o in c.outputs)
+    assert not list(rep.glob("**/*.tmp"))  # atomic writes leave no temporary files behind
+
+
+def test_accuracy_table_equals_a_recomputation_from_the_fixture(built):
+    table = markdown_table(built["report"] / "tables" / "accuracy.md").set_index("optimizer")
+    for opt in OPTIMIZERS:
+        row = table.loc[report.LABELS[opt]]
+        assert int(row["n"]) == len(SEEDS)
+        for key in ("train_accuracy", "test_accuracy"):
+            check_mean_sd(row[key.replace("_accuracy", " acc")], [built["truth"][opt, s]["final"][key] for s in SEEDS])
+    assert table.loc["Adam", "diverged"] == "1" and table.loc["SGD", "diverged"] == "0"
+    assert table.loc["SGD", "original test acc"] == "0.9893" and table.loc["Adam", "original train acc"] == "0.9996"
+    text = (built["report"] / "tables" / "accuracy.md").read_text()
+    assert "original study's Table I" in text and "different data" in text
+    tex = (built["report"] / "tables" / "accuracy.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"$\pm$" in tex and "±" not in tex
+
+
+def test_spectrum_table_equals_a_recomputation_from_the_fixture(built):
+    table = markdown_table(built["report"] / "tables" / "spectrum.md").set_index("optimizer")
+    truth = built["truth"]
+    for opt in OPTIMIZERS:
+        row = table.loc[report.LABELS[opt]]
+        curv = [truth[opt, s]["curvature"] for s in SEEDS]
+        spec = [truth[opt, s]["spectrum"] for s in SEEDS]
+        check_mean_sd(row["λ1"], [c["top_eigenvalues"][0] for c in curv])
+        check_mean_sd(row["λ2"], [c["top_eigenvalues"][1] for c in curv])
+        check_mean_sd(row["trace"], [c["trace"]["mean"] for c in curv])
+        check_mean_sd(row["ratio λ1/λ2"], [c["top_eigenvalues"][0] / c["top_eigenvalues"][1] for c in curv])
+        check_mean_sd(row["median ratio, tracked steps"], [np.median(s.lambda1 / s.lambda2) for s in spec])
+        check_mean_sd(row["median gap, tracked steps"], [np.median(s.lambda1 - s.lambda2) for s in spec])
+        assert_as_printed(row["max residual λ2"], 3e-5)
+        below = sum(int((s.lambda1 / s.lambda2 < 1).sum()) for s in spec)
+        assert row["ratio < 1"] == f"{below / (TRACKED * len(SEEDS)):.3f} ({below}/{TRACKED * len(SEEDS)})"
+    assert table.loc["Adam", "ratio < 1"].endswith("(2/12)") and table.loc["SGD", "ratio < 1"].startswith("0.000")
+    assert table.loc["SGD", "original median ratio"] == "2.94" and table.loc["Adam", "original median ratio"] == "1.55"
+
+
+def test_per_class_sensitivity_and_pyhessian_tables(built):
+    rep, truth = built["report"], built["truth"]
+    per_class = markdown_table(rep / "tables" / "per_class.md").set_index("digit")
+    for opt in OPTIMIZERS:
+        column = per_class[f"{report.LABELS[opt]} (n={len(SEEDS)})"]
+        for digit in (0, 3, 9):
+            check_mean_sd(column[str(digit)], [truth[opt, s]["final"]["test_per_class_accuracy"][digit] for s in SEEDS])
+    sens = markdown_table(rep / "tables" / "sensitivity.md")
+    row = sens[(sens.optimizer == "SGD") & (sens["Hessian batch"] == "full")].iloc[0]
+    assert row["samples"] == "400" and row["n"] == "2"
+    full = [next(b for b in truth["sgd", s]["curvature"]["batch_sensitivity"] if b["batch"] == "full") for s in SEEDS]
+    check_mean_sd(row["λ1"], [b["lambda1"] for b in full])
+    check_mean_sd(row["trace"], [b["trace"] for b in full])
+    assert list(sens[sens.optimizer == "Adam"]["Hessian batch"]) == ["100", "1000", "full"]
+    py = markdown_table(rep / "tables" / "pyhessian.md").set_index("optimizer")
+    check_mean_sd(py.loc["Adam", "PyHessian λ1"], [truth["adam", s]["curvature"]["pyhessian"]["eigenvalues"][0] for s in SEEDS])
+    assert py.loc["SGD", "PyHessian λ2 < 0"] == "1/2"  # seed 0's deflated answer is negative
+    assert py.loc["SGD", "PyHessian max residual"] == "5.0e-01"
+    assert py.loc["SGD", "original λ1, λ2"] == "0.6189, 0.2001" and py.loc["Adam", "original λ1, λ2"] == "—"
+
+
+def test_incomplete_folder_ignored_and_diverged_run_counted_not_averaged(built, capsys):
+    frames = report.collect(built["results"])
+    assert "sgd/seed5" in capsys.readouterr().out.replace("\\", "/")  # the printed note names it
+    runs = frames["runs"]
+    assert sorted(zip(runs.optimizer, runs.seed)) == [("adam", 0), ("adam", 1), ("adam", 2), ("sgd", 0), ("sgd", 1)]
+    assert runs.set_index(["optimizer", "seed"]).loc[("adam", 2), "status"] == "diverged"
+    assert ("sgd", 5) not in set(zip(frames["per_class"].optimizer, frames["per_class"].seed))
+    assert set(report.only_ok(frames["history"], frames).seed[lambda s: s == 2]) == set()  # figures skip it
+    acc = markdown_table(built["report"] / "tables" / "accuracy.md").set_index("optimizer")
+    check_mean_sd(acc.loc["Adam", "test acc"], [built["truth"]["adam", s]["final"]["test_accuracy"] for s in SEEDS])
+    assert "Adam 1" in (built["report"] / "tables" / "per_class.md").read_text()  # every table notes the divergence
+
+
+def test_tables_when_every_run_diverged(tmp_path):
+    rng = np.random.default_rng(2)
+    for opt in OPTIMIZERS:
+        write_run(tmp_path, opt, 0, rng, status="diverged")
+    frames = report.collect(tmp_path)
+    report.write_tables(frames, tmp_path / "tables")
+    acc = markdown_table(tmp_path / "tables" / "accuracy.md").set_index("optimizer")
+    assert list(acc["n"]) == ["0", "0"] and list(acc["diverged"]) == ["1", "1"] and list(acc["test acc"]) == ["—", "—"]
+    assert "No run that finished" in (tmp_path / "tables" / "spectrum.md").read_text()
+
+
+@pytest.mark.parametrize("layout", ["empty", "missing", "only-incomplete"])
+def test_no_complete_runs_is_one_clear_error(tmp_path, layout):
+    import helpers
+    results = tmp_path / "results"
+    if layout != "missing":
+        results.mkdir()
+    if layout == "only-incomplete":
+        write_run(results, "sgd", 0, np.random.default_rng(1), done=False)
+    with pytest.raises(helpers.StudyError) as err:
+        report.build(results_dir=str(results), report_dir=str(tmp_path / "report"))
+    message = str(err.value)
+    assert "\n" not in message and ("no complete runs" in message or "does not exist" in message)
+    assert not (tmp_path / "report").exists()
+
+
+def test_plotting_notebook_is_thin_parameterised_and_without_outputs():
+    path = ROOT / "notebooks" / "plotting_results.ipynb"
+    nb = nbformat.read(path, as_version=4)
+    assert nb.metadata["kernelspec"] == {"name": "python3", "display_name": "Python 3", "language": "python"}
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert "parameters" in code[0].metadata.get("tags", [])
+    names = re.findall(r"^([A-Za-z_]\w*)\s*=", code[0].source, flags=re.M)
+    assert {"RESULTS_DIR", "REPORT_DIR", "FIG_FORMATS", "DPI"} <= set(names) and all(n.isupper() for n in names)
+    for cell in code:
+        assert not cell.outputs and cell.execution_count is None
+        assert not re.search(r"^\s*(def|class)\s", cell.source, flags=re.M), cell.source
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("builder", ROOT / "notebooks" / "build_plotting_notebook.py")
+    builder = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(builder)
+    assert [c.source for c in builder.build().cells] == [c.source for c in nb.cells]  # committed copy is current
