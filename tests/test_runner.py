@@ -1,0 +1,107 @@
+"""The runner: bad input refused with one clear line, and every notebook executes in smoke mode."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+import helpers
+import runner
+
+OPTIMIZERS = ["sgd", "adam", "adagrad", "adahessian"]
+
+
+def _run(capsys, *argv):
+    rc = runner.main(["run", *argv])
+    return rc, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--optimizers", "rmsprop"], "unknown optimizer 'rmsprop'; valid choices: sgd, adam, adagrad, adahessian"),
+    (["--set", "lr=0"], "lr must be a positive number, got 0"),
+    (["--set", "lr=-0.1"], "lr must be a positive number, got -0.1"),
+    (["--set", "momentum=0.9"], "unknown hyperparameter(s) momentum for sgd; valid choices: lr"),
+    (["--batch-size", "0"], "batch size must be a positive integer, got 0"),
+    (["--epochs", "-3"], "epochs must be a positive integer, got -3"),
+    (["--data-source", "kaggle"], "unknown data source 'kaggle'; valid choices: auto, torchvision, embedded"),
+])
+def test_bad_input_is_one_clear_line(tmp_path, capsys, argv, message):
+    rc, err = _run(capsys, "--results-dir", str(tmp_path), *argv)
+    assert rc == 2
+    assert err.strip() == f"error: {message}"
+    assert not any(tmp_path.iterdir())  # nothing was started
+
+
+def test_non_integer_seed_is_refused(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        runner.main(["run", "--seeds", "1.5", "--results-dir", str(tmp_path)])
+    assert exit_.value.code == 2
+    assert "seed must be an integer, got '1.5'" in capsys.readouterr().err
+    with pytest.raises(helpers.StudyError, match="seed must be an integer"):
+        helpers.make_config("sgd", 1.5)
+
+
+def test_torchvision_forced_offline_is_refused_before_anything_starts(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(helpers, "_download_mnist", lambda data_dir, timeout_s: "network unreachable")
+    rc, err = _run(capsys, "--data-source", "torchvision", "--data-dir", str(tmp_path / "data"),
+                   "--results-dir", str(tmp_path / "results"))
+    assert rc == 2
+    assert "could not be downloaded (network unreachable)" in err and "'embedded' works offline" in err
+    assert not list((tmp_path / "results").rglob("done"))
+
+
+def test_corrupted_mnist_is_refused(tmp_path, capsys):
+    raw = tmp_path / "data" / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    for name in helpers.MNIST_FILES:
+        (raw / name).write_bytes(b"\x00\x00\x08\x01" + (3).to_bytes(4, "big") + b"abc")
+    (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b"tampered")
+    rc, err = _run(capsys, "--data-source", "torchvision", "--data-dir", str(tmp_path / "data"),
+                   "--results-dir", str(tmp_path / "results"))
+    assert rc == 2 and "checksum mismatch for" in err and "t10k-labels-idx1-ubyte.gz" in err
+
+
+def test_unwritable_results_folder_is_refused(tmp_path, capsys):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    rc, err = _run(capsys, "--data-source", "embedded", "--results-dir", str(blocker / "results"))
+    assert rc == 2 and err.startswith("error: results folder") and "is not writable" in err
+
+
+EXPECTED_FILES = ["config.json", "history.csv", "final.json", "model.pt", "spectrum.csv", "sharpness.csv",
+                  "curvature.json", "density.npz", "landscape.npz", "notebook.ipynb", "done"]
+
+
+@pytest.fixture(scope="module")
+def smoke_results(tmp_path_factory):
+    results = tmp_path_factory.mktemp("results")
+    rc = runner.main(["run", "--smoke", "--quiet", "--data-source", "embedded", "--optimizers", *OPTIMIZERS,
+                      "--seeds", "0", "--results-dir", str(results)])
+    return rc, results
+
+
+@pytest.mark.parametrize("optimizer", OPTIMIZERS)
+def test_every_notebook_runs_in_smoke_mode(smoke_results, optimizer):
+    rc, results = smoke_results
+    assert rc == 0
+    run_dir = results / optimizer / "seed0"
+    assert sorted(EXPECTED_FILES) == sorted(f.name for f in run_dir.iterdir() if not f.name.startswith("."))
+    config = json.loads((run_dir / "config.json").read_text())
+    assert config["optimizer"] == optimizer and config["smoke"] and config["data"]["source"] == "embedded"
+    assert {"versions", "device", "git_commit"} <= set(config["provenance"])
+    final = json.loads((run_dir / "final.json").read_text())
+    assert final["status"] == "ok" and 0 <= final["test_accuracy"] <= 1
+    weights = helpers.load_torch(run_dir / "model.pt")
+    assert sum(t.numel() for t in weights.values()) == 61_706
+    assert not (run_dir / "checkpoint.pt").exists()  # resume state is dropped once the run is complete
+
+
+def test_finished_runs_are_skipped_and_status_lists_them(smoke_results, capsys):
+    rc, results = smoke_results
+    done_before = (results / "sgd" / "seed0" / "done").stat().st_mtime_ns
+    assert runner.main(["run", "--smoke", "--quiet", "--data-source", "embedded", "--optimizers", "sgd",
+                        "--results-dir", str(results)]) == 0
+    assert "skipped" in capsys.readouterr().out
+    assert (results / "sgd" / "seed0" / "done").stat().st_mtime_ns == done_before
+    counts = runner.print_status(results)
+    assert counts["done"] == 4
