@@ -12,7 +12,15 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."
 import landscape  # noqa: E402
 from cnn_architectures import LeNet5  # noqa: E402
 
-torch.set_num_threads(1)  # tiny batches; threads only add contention on a shared machine
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny batches: a second thread only adds contention on a shared machine. Restored after."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
 
 ALPHAS = np.linspace(-1, 1, 7)      # contains 0 at index 3
 BETAS = np.linspace(-0.5, 1.0, 4)   # a different length, so a transposed result cannot pass; 0 at index 1
