@@ -8,7 +8,7 @@ OPTIMIZERS ?= sgd adam adagrad adahessian
 SEEDS ?= 0
 SMOKE_DIR ?= .smoke
 
-.PHONY: install test reproduce smoke report status notebooks benchmarks clean-smoke
+.PHONY: install test reproduce smoke sweep-smoke report status notebooks benchmarks clean-smoke
 
 install: $(VENV)/.installed
 
@@ -27,6 +27,9 @@ reproduce: install
 
 smoke: install
 	$(PY) runner.py run --smoke --force --optimizers $(OPTIMIZERS) --seeds 0 --results-dir $(SMOKE_DIR)
+
+sweep-smoke: install
+	$(PY) sweeps.py launch --name smoke --optimizers $(OPTIMIZERS) --seeds 0 1 --lr-grid none --smoke --results-dir $(SMOKE_DIR)
 
 report: install
 	MPLBACKEND=Agg $(PY) runner.py report

@@ -43,7 +43,8 @@ LANDSCAPE_RADIUS = 1.0      # alphas span [-radius, radius]
 # ---------------------------------------------------------------- smoke mode (tests, `make smoke`)
 SMOKE = dict(epochs=2, train_size=400, test_size=200, spectral_steps=4, sharpness_every=4,
              final_top_k=3, trace_samples=8, density_runs=1, density_steps=12,
-             landscape_points=5, sensitivity_batches=(100, "full"), sensitivity_trace_samples=4)
+             landscape_points=5, sensitivity_batches=(100, "full"), sensitivity_trace_samples=4,
+             validation_size=100)  # sweeps hold out this many: 400 images are too few for VALIDATION_SIZE
 
 # ---------------------------------------------------------------- optimizers
 # The original study's settings (REFERENCE.md, "Hyperparameters").

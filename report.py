@@ -1,10 +1,10 @@
-"""The study's report: collect every complete run, write the tables, draw the comparison figures.
+"""The study's report: collect every complete run, write the tables, build the whole report.
 
 Reads only what run folders hold (JSON, CSV and .npz, through ``plots.load_run``)
 and imports no training code. ``build`` is what ``python runner.py report`` and
 ``make report`` call: the tables go to ``report/tables/`` (Markdown and LaTeX),
 then ``notebooks/plotting_results.ipynb``, executed headless, draws
-``report/figures/`` with the figure functions below.
+``report/figures/`` with the figure functions of ``report_figures.py``.
 """
 
 import contextlib
@@ -14,8 +14,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pandas as pd
 
@@ -40,12 +38,16 @@ def _fail(message):
     raise helpers.StudyError(message)
 
 
-def _sort_key(name):
+def optimizer_sort_key(name):
     return (ORDER.index(name), "") if name in ORDER else (len(ORDER), name)
 
 
 def optimizers_in(frame) -> list[str]:
-    return sorted(frame["optimizer"].unique(), key=_sort_key) if len(frame) else []
+    return sorted(frame["optimizer"].unique(), key=optimizer_sort_key) if len(frame) else []
+
+
+def seed_count(frame, opt) -> int:
+    return frame[frame.optimizer == opt].seed.nunique()
 
 
 # ---------------------------------------------------------------------------- collecting runs
@@ -149,7 +151,7 @@ def collect(results_dir) -> dict:
         _fail(f"no complete runs under {root} (a run is complete once its folder holds 'done'); "
               f"run the study first: python runner.py run")
     runs = pd.DataFrame(rows)
-    runs = runs.iloc[sorted(range(len(runs)), key=lambda i: (_sort_key(runs.optimizer[i]), runs.seed[i]))]
+    runs = runs.iloc[sorted(range(len(runs)), key=lambda i: (optimizer_sort_key(runs.optimizer[i]), runs.seed[i]))]
     frames = {"runs": runs.reset_index(drop=True),
               "per_class": pd.DataFrame(per_class, columns=EMPTY["per_class"] if not per_class else None),
               "confusion": pd.DataFrame(confusion, columns=EMPTY["confusion"] if not confusion else None),
@@ -214,7 +216,7 @@ def _diverged_note(runs) -> str:
     if not len(div):
         return ""
     return " Diverged runs, counted but not averaged: " + ", ".join(
-        f"{LABELS.get(o, o)} {div[o]}" for o in sorted(div.index, key=_sort_key)) + "."
+        f"{LABELS.get(o, o)} {div[o]}" for o in sorted(div.index, key=optimizer_sort_key)) + "."
 
 
 def accuracy_table(frames) -> tuple[pd.DataFrame, str]:
@@ -274,7 +276,7 @@ def per_class_table(frames) -> tuple[pd.DataFrame, str]:
     return table, caption
 
 
-def _batch_key(batch):
+def batch_sort_key(batch):
     return (1, 0) if batch == "full" else (0, int(batch))
 
 
@@ -283,7 +285,7 @@ def sensitivity_table(frames) -> tuple[pd.DataFrame, str]:
     rows = []
     for opt in optimizers_in(sens):
         s = sens[sens.optimizer == opt]
-        for batch in sorted(s.batch.unique(), key=_batch_key):
+        for batch in sorted(s.batch.unique(), key=batch_sort_key):
             b = s[s.batch == batch]
             rows.append({"optimizer": LABELS.get(opt, opt), "Hessian batch": batch,
                          "samples": int(b.n_samples.max()), "n": len(b),
@@ -363,7 +365,7 @@ def to_latex(table, name, caption) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _atomic_write(path, write) -> None:
+def atomic_write(path, write) -> None:
     """Write through a temporary file in the same folder, then rename: readers never see half a file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -390,258 +392,11 @@ def write_tables(frames, tables_dir) -> list[Path]:
         title = name.replace("_", " ").capitalize()
         for path, text in ((tables_dir / f"{name}.md", to_markdown(table, title, caption)),
                            (tables_dir / f"{name}.tex", to_latex(table, name, caption))):
-            _atomic_write(path, lambda f, t=text: f.write(t.encode()))
+            atomic_write(path, lambda f, t=text: f.write(t.encode()))
             written.append(path)
     path = tables_dir / "runs.csv"
-    _atomic_write(path, lambda f: f.write(frames["runs"].to_csv(index=False).encode()))
+    atomic_write(path, lambda f: f.write(frames["runs"].to_csv(index=False).encode()))
     return written + [path]
-
-
-# ---------------------------------------------------------------------------- figures
-
-def set_style(font_size=9, label_size=None, title_size=None, legend_size=None, dpi=100) -> None:
-    plt.rcParams.update({"font.size": font_size, "axes.labelsize": label_size or font_size,
-                         "axes.titlesize": title_size or font_size + 1, "legend.fontsize": legend_size or font_size - 1,
-                         "figure.dpi": dpi, "axes.spines.top": False, "axes.spines.right": False})
-
-
-def _label(opt, labels=None) -> str:
-    return (labels or LABELS).get(opt, opt)
-
-
-def _panels(n, figsize, ncols=2, **kw):
-    """A grid of ``n`` axes (two per row), spare axes hidden."""
-    nrows = max(1, math.ceil(n / ncols))
-    fig, axes = plt.subplots(nrows, ncols, figsize=figsize, squeeze=False, **kw)
-    axes = axes.ravel()
-    for ax in axes[n:]:
-        ax.set_visible(False)
-    return fig, axes[:n]
-
-
-def seed_band(ax, wide, color, label, band="minmax") -> None:
-    """Mean over seeds (columns of ``wide``, indexed by x) as a line; min–max or ±sd as a band."""
-    x, mean = wide.index.to_numpy(), wide.mean(axis=1).to_numpy()
-    if band == "sd":
-        sd = wide.std(axis=1, ddof=1).fillna(0).to_numpy()
-        lo, hi = mean - sd, mean + sd
-    else:
-        lo, hi = wide.min(axis=1).to_numpy(), wide.max(axis=1).to_numpy()
-    ax.plot(x, mean, color=color, lw=1.3, label=f"{label} (n={wide.shape[1]})")
-    if wide.shape[1] > 1:
-        ax.fill_between(x, lo, hi, color=color, alpha=0.25, lw=0)
-
-
-def _n(frame, opt) -> int:
-    return frame[frame.optimizer == opt].seed.nunique()
-
-
-def plot_grad_norms(frames, figsize=(9, 6.5), band="minmax", labels=None):
-    """Per optimizer: full-batch and last-mini-batch (the original's) gradient norm per epoch."""
-    hist = only_ok(frames["history"], frames)
-    opts = optimizers_in(hist)
-    fig, axes = _panels(len(opts), figsize, sharex=True)
-    for ax, opt in zip(axes, opts):
-        h = hist[hist.optimizer == opt]
-        for col, color, what in (("grad_norm_full", "C0", "full training set"),
-                                 ("grad_norm_last_batch", "C1", "last mini-batch (original)")):
-            seed_band(ax, h.pivot_table(index="epoch", columns="seed", values=col), color, what, band)
-        ax.set(yscale="log", title=_label(opt, labels), xlabel="epoch", ylabel="gradient norm")
-        ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def plot_spectral_ratio_gap(frames, figsize=(13, 6), band="minmax", labels=None):
-    """Ratio λ1/λ2 (top row) and gap λ1−λ2 (bottom row) over the tracked last steps, a column per optimizer.
-
-    Rows share their y axis; the dashed line is the original's median ratio, the dotted one ratio = 1.
-    """
-    spec = only_ok(frames["spectrum"], frames).copy()
-    spec["before_end"] = spec.step - spec.groupby(["optimizer", "seed"]).step.transform("max")
-    opts = optimizers_in(spec)
-    fig, axes = plt.subplots(2, max(1, len(opts)), figsize=figsize, squeeze=False, sharex=True, sharey="row")
-    for col, opt in enumerate(opts):
-        s, (a, b) = spec[spec.optimizer == opt], axes[:, col]
-        seed_band(a, s.pivot_table(index="before_end", columns="seed", values="ratio"), "C0", "ours", band)
-        seed_band(b, s.pivot_table(index="before_end", columns="seed", values="gap"), "C2", "ours", band)
-        if opt in ORIGINAL_RATIO_MEDIAN:
-            a.axhline(ORIGINAL_RATIO_MEDIAN[opt], color="C3", ls="--", lw=1,
-                      label=f"original's median {ORIGINAL_RATIO_MEDIAN[opt]:g}")
-        a.axhline(1, color="grey", lw=0.8, ls=":")
-        a.set(title=_label(opt, labels))
-        b.set(xlabel="steps before the end", yscale="log")
-        a.legend()
-    axes[0, 0].set_ylabel(r"ratio $\lambda_1/\lambda_2$")
-    axes[1, 0].set_ylabel(r"gap $\lambda_1-\lambda_2$")
-    fig.tight_layout()
-    return fig
-
-
-def plot_sharpness(frames, figsize=(9, 6.5), band="minmax", labels=None):
-    """λ1 over training per optimizer; for SGD the 2/lr stability threshold of gradient descent."""
-    sharp, runs = only_ok(frames["sharpness"], frames), ok_runs(frames)
-    opts = optimizers_in(sharp)
-    fig, axes = _panels(len(opts), figsize)
-    for ax, opt in zip(axes, opts):
-        seed_band(ax, sharp[sharp.optimizer == opt].pivot_table(index="step", columns="seed", values="lambda1"),
-                  "C0", r"$\lambda_1$", band)
-        if opt == "sgd":
-            for lr in runs[runs.optimizer == opt].lr.dropna().unique():
-                ax.axhline(2 / lr, color="C3", ls="--", lw=1, label=f"2/lr = {2 / lr:g}")
-        ax.set(yscale="log", xlabel="step", ylabel=r"sharpness $\lambda_1$", title=_label(opt, labels))
-        ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def _arrays(frames, name) -> dict:
-    """optimizer -> [(seed, arrays)] for the ``name``.npz of every run that did not diverge."""
-    out = {}
-    for row in ok_runs(frames).itertuples():
-        arrays = plots.load_run(row.run_dir).get(name)
-        if arrays is not None:
-            out.setdefault(row.optimizer, []).append((row.seed, arrays))
-    return out
-
-
-def plot_landscape_1d(frames, figsize=(11, 3.8), labels=None, log=True):
-    """Loss along the top eigenvector and along a filter-normalised random direction; a thin line per seed."""
-    land = _arrays(frames, "landscape")
-    fig, axes = plt.subplots(1, 2, figsize=figsize, sharey=True)
-    for i, opt in enumerate(sorted(land, key=_sort_key)):
-        for j, (seed, arr) in enumerate(land[opt]):
-            label = f"{_label(opt, labels)} (n={len(land[opt])})" if j == 0 else None
-            axes[0].plot(arr["alphas"], arr["eig_1d"], color=f"C{i}", lw=0.9, alpha=0.8, label=label)
-            axes[1].plot(arr["alphas"], arr["random_1d"], color=f"C{i}", lw=0.9, alpha=0.8, label=label)
-    axes[0].set(title="along the top Hessian eigenvector", xlabel=r"$\alpha$", ylabel="loss (Hessian batch)",
-                yscale="log" if log else "linear")
-    axes[1].set(title="along a filter-normalised random direction", xlabel=r"$\alpha$")
-    axes[0].legend()
-    fig.tight_layout()
-    return fig
-
-
-SURFACES = (("eig_2d", "top-2 eigenvector plane"), ("random_2d", "filter-normalised random plane"))
-
-
-def _surfaces(frames, log):
-    """The first seed's 2D slices per optimizer, in panel order, and one value range per slice kind."""
-    land = _arrays(frames, "landscape")
-    items = [(opt, *min(land[opt], key=lambda item: item[0])) for opt in sorted(land, key=_sort_key)]
-    z = {key: [np.log10(np.clip(arr[key], 1e-12, None)) if log else arr[key] for _, _, arr in items]
-         for key, _ in SURFACES}
-    limits = {key: (min(v.min() for v in z[key]), max(v.max() for v in z[key])) if z[key] else (0, 1) for key in z}
-    return items, z, limits
-
-
-def plot_landscape_2d(frames, figsize=(13, 6), labels=None, log=True, levels=30):
-    """Contours of the 2D loss slices, first seed per optimizer: eigenvector plane (top), random plane (bottom).
-
-    Each row shares one colour scale, so flatness reads across optimizers.
-    """
-    items, z, limits = _surfaces(frames, log)
-    fig, axes = plt.subplots(2, max(1, len(items)), figsize=figsize, squeeze=False, sharex=True, sharey=True,
-                             layout="constrained")
-    for row, (key, what) in enumerate(SURFACES):
-        bounds = np.linspace(*limits[key], levels)
-        for col, (opt, seed, arr) in enumerate(items):
-            A, B = np.meshgrid(arr["alphas"], arr["alphas"], indexing="ij")
-            cs = axes[row, col].contourf(A, B, z[key][col], levels=bounds, cmap="viridis", extend="both")
-            axes[row, col].set(aspect="equal", xlabel=r"$\alpha$" if row == 1 else None)
-            if row == 0:
-                axes[row, col].set_title(f"{_label(opt, labels)} (seed {seed})")
-        axes[row, 0].set_ylabel(f"{what}\n" + r"$\beta$")
-        if items:
-            fig.colorbar(cs, ax=axes[row, :], label="log10 loss" if log else "loss", shrink=0.9,
-                         ticks=MaxNLocator(6))
-    return fig
-
-
-def plot_landscape_3d(frames, figsize=(13, 6), labels=None, log=True):
-    """The same slices as 3D surfaces, as the original drew them, each row on one vertical scale."""
-    items, z, limits = _surfaces(frames, log)
-    fig = plt.figure(figsize=figsize, layout="constrained")
-    for row, (key, what) in enumerate(SURFACES):
-        for col, (opt, seed, arr) in enumerate(items):
-            ax = fig.add_subplot(2, len(items), row * len(items) + col + 1, projection="3d")
-            A, B = np.meshgrid(arr["alphas"], arr["alphas"], indexing="ij")
-            ax.plot_surface(A, B, z[key][col], cmap="viridis", vmin=limits[key][0], vmax=limits[key][1],
-                            linewidth=0, antialiased=False)
-            ax.set(title=f"{_label(opt, labels)} (seed {seed})\n{what}", zlim=limits[key], xlabel=r"$\alpha$",
-                   ylabel=r"$\beta$", zlabel="log10 loss" if log else "loss")
-    return fig
-
-
-def mean_confusion(frames, optimizer) -> np.ndarray:
-    """Test confusion matrix normalised per true class, averaged over the optimizer's seeds."""
-    c = only_ok(frames["confusion"], frames)
-    mats = []
-    for _, g in c[c.optimizer == optimizer].groupby("seed"):
-        m = g.pivot_table(index="true", columns="predicted", values="count", fill_value=0).to_numpy(dtype=float)
-        mats.append(m / np.clip(m.sum(1, keepdims=True), 1, None))
-    return np.mean(mats, axis=0)
-
-
-def plot_confusion(frames, figsize=(9, 8), labels=None):
-    c = only_ok(frames["confusion"], frames)
-    opts = optimizers_in(c)
-    fig, axes = _panels(len(opts), figsize)
-    for ax, opt in zip(axes, opts):
-        plots.confusion_heatmap(mean_confusion(frames, opt), f"{_label(opt, labels)} (mean of {_n(c, opt)} seeds)", ax=ax)
-    fig.tight_layout()
-    return fig
-
-
-def plot_spectral_density(frames, figsize=(9, 6.5), labels=None):
-    """SLQ spectral density per optimizer, a line per seed, each seed's λ1 marked."""
-    dens, runs = _arrays(frames, "density"), ok_runs(frames)
-    opts = sorted(dens, key=_sort_key)
-    fig, axes = _panels(len(opts), figsize)
-    for ax, opt in zip(axes, opts):
-        for seed, arr in dens[opt]:
-            ax.semilogy(arr["grid"], np.clip(arr["density"], 1e-12, None), lw=0.9, label=f"seed {seed}")
-            lam = runs[(runs.optimizer == opt) & (runs.seed == seed)].get("lambda1")
-            if lam is not None and np.isfinite(lam.iloc[0]):
-                ax.axvline(lam.iloc[0], color="grey", lw=0.6, ls=":")
-        ax.set(xlabel="eigenvalue", ylabel="density", ylim=(1e-8, None), title=_label(opt, labels))
-        ax.legend()
-    fig.tight_layout()
-    return fig
-
-
-def plot_hessian_batch_sensitivity(frames, figsize=(11, 3.8), labels=None):
-    """λ1 and trace against the Hessian batch size, mean with ±sd error bars over seeds."""
-    sens = only_ok(frames["sensitivity"], frames)
-    batches = sorted(sens.batch.unique(), key=_batch_key) if len(sens) else []
-    fig, axes = plt.subplots(1, 2, figsize=figsize)
-    opts = optimizers_in(sens)
-    for i, opt in enumerate(opts):
-        s = sens[sens.optimizer == opt]
-        stats = s.groupby("batch")[["lambda1", "trace"]].agg(["mean", "std"]).reindex(batches)
-        x = np.arange(len(batches)) + 0.08 * (i - (len(opts) - 1) / 2)
-        for ax, col in zip(axes, ("lambda1", "trace")):
-            ax.errorbar(x, stats[(col, "mean")], yerr=stats[(col, "std")].fillna(0), color=f"C{i}", marker="o",
-                        ms=4, capsize=3, label=f"{_label(opt, labels)} (n={s.seed.nunique()})")
-    ticks = [f"full ({int(sens[sens.batch == b].n_samples.max())})" if b == "full" else b for b in batches]
-    for ax, what in zip(axes, (r"$\lambda_1$", "trace (Hutchinson)")):
-        ax.set(xticks=range(len(batches)), xticklabels=ticks, xlabel="Hessian batch (samples)", ylabel=what,
-               yscale="log")
-    axes[0].legend()
-    fig.tight_layout()
-    return fig
-
-
-def save_figure(fig, name, report_dir, formats=("png", "pdf"), dpi=150, close=False) -> list[Path]:
-    """``<report_dir>/figures/<name>.<fmt>`` for each format, written atomically."""
-    paths = []
-    for fmt in formats:
-        path = Path(report_dir) / "figures" / f"{name}.{fmt}"
-        _atomic_write(path, lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight"))
-        paths.append(path)
-    if close:
-        plt.close(fig)
-    return paths
 
 
 # ---------------------------------------------------------------------------- the whole report
@@ -674,7 +429,7 @@ def build(results_dir="results", report_dir="report", parameters=None, log_outpu
     frames = collect(results_dir)
     runs = frames["runs"]
     print(f"{len(runs)} complete runs ({int((runs.status == 'diverged').sum())} diverged) "
-          f"from {results_dir}: " + ", ".join(f"{o} {_n(runs, o)}" for o in optimizers_in(runs)))
+          f"from {results_dir}: " + ", ".join(f"{o} {seed_count(runs, o)}" for o in optimizers_in(runs)))
     tables = write_tables(frames, report_dir / "tables")
     executed = report_dir / ".executed" / "plotting_results.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
@@ -682,7 +437,7 @@ def build(results_dir="results", report_dir="report", parameters=None, log_outpu
              **(parameters or {})}
     started = time.time()
     path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
-    with _environment(MPLBACKEND="Agg", PYTHONPATH=path):  # headless kernel that finds report.py and plots.py
+    with _environment(MPLBACKEND="Agg", PYTHONPATH=path):  # headless kernel that finds the report modules
         try:
             papermill.execute_notebook(str(NOTEBOOK), str(executed), parameters=knobs, cwd=str(NOTEBOOK.parent),
                                        kernel_name="python3", progress_bar=False, log_output=log_output)

@@ -75,9 +75,19 @@ def execute_run(config, *, force=False, progress=True, log_output=False) -> str:
     return "diverged" if final.exists() and helpers.load_json(final)["status"] == "diverged" else "done"
 
 
+def _mtime(path) -> float:
+    """When ``path`` last changed; 0 for a file that vanished meanwhile or a dangling link."""
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0
+
+
 def run_status(run_dir) -> tuple[str, str]:
-    """(status, detail) of one run folder."""
+    """(status, detail) of one run folder; a folder that does not exist is incomplete."""
     run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        return "incomplete", "no folder yet"
     final = run_dir / "final.json"
     if helpers.is_done(run_dir):
         info = helpers.load_json(final) if final.exists() else {}
@@ -89,7 +99,10 @@ def run_status(run_dir) -> tuple[str, str]:
     if (run_dir / "error.txt").exists():
         return "failed", (run_dir / "error.txt").read_text().strip().splitlines()[-1]
     marker = run_dir / "checkpoint.pt"
-    recent = max((f.stat().st_mtime for f in run_dir.iterdir()), default=0)
+    try:
+        recent = max((_mtime(f) for f in run_dir.iterdir()), default=0)
+    except FileNotFoundError:  # the folder itself went away meanwhile
+        return "incomplete", "no folder yet"
     if time.time() - recent < 120:
         return "running", "updated in the last 2 minutes"
     return "incomplete", "resumes from its checkpoint" if marker.exists() else "no checkpoint yet"
@@ -185,7 +198,11 @@ def main(argv=None) -> int:
     rep = sub.add_parser("report", help="regenerate report/ figures and tables from results/")
     rep.add_argument("--results-dir", default=str(helpers.REPO_ROOT / params.RESULTS_DIR))
     rep.set_defaults(func=cmd_report)
-    args = parser.parse_args(argv)
+    return dispatch(parser.parse_args(argv))
+
+
+def dispatch(args) -> int:
+    """Run the command line's chosen command, ``args.func(args)``; bad input is one line on stderr and exit 2."""
     try:
         return args.func(args)
     except helpers.StudyError as e:

@@ -1,4 +1,4 @@
-"""Writes ``plotting_results.ipynb``: the report's narrative and calls into report.py, nothing else.
+"""Writes ``plotting_results.ipynb``: narrative and calls into report.py and report_figures.py, nothing else.
 
 Run ``python notebooks/build_plotting_notebook.py`` after editing the cells
 below; the notebook is committed without outputs (tests/test_report.py checks
@@ -33,8 +33,9 @@ CLOSE_FIGURES = False             # headless runs close each figure once saved; 
 
 def figure(name, call):
     """A code cell that draws one figure with ``call`` and saves it as ``name``."""
-    return new_code_cell(f"fig = report.{call}\n"
-                         f'written += report.save_figure(fig, "{name}", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)')
+    return new_code_cell(f"fig = report_figures.{call}\n"
+                         f'written += report_figures.save_figure(fig, "{name}", REPORT_DIR, FIG_FORMATS, DPI, '
+                         f'close=CLOSE_FIGURES)')
 
 
 def cells():
@@ -47,12 +48,13 @@ def cells():
             "all seeds present: a line for the mean and a band for the spread, or a thin line per seed.\n\n"
             "`python runner.py report` (or `make report`) runs it headless after writing the tables to "
             "`report/tables/`; it also runs cell by cell from `notebooks/`. The functions it calls live in "
-            "`report.py`."),
+            "`report.py` (runs and tables) and `report_figures.py` (figures)."),
         new_code_cell(PARAMETERS, metadata={"tags": ["parameters"]}),
         new_code_cell("import matplotlib.pyplot as plt\n"
                       "from IPython.display import Markdown, display\n\n"
-                      "import report\n\n"
-                      "report.set_style(FONT_SIZE, LABEL_SIZE, TITLE_SIZE, LEGEND_SIZE)\n"
+                      "import report\n"
+                      "import report_figures\n\n"
+                      "report_figures.set_style(FONT_SIZE, LABEL_SIZE, TITLE_SIZE, LEGEND_SIZE)\n"
                       "frames = report.collect(RESULTS_DIR)\n"
                       "written = []\n"
                       "frames[\"runs\"].filter([\"optimizer\", \"seed\", \"status\", \"epochs_completed\", \"data_source\",\n"
