@@ -254,7 +254,10 @@ def save_figure(fig, name, report_dir, formats=("png", "pdf"), dpi=150, close=Fa
     paths = []
     for fmt in formats:
         path = Path(report_dir) / "figures" / f"{name}.{fmt}"
-        report.atomic_write(path, lambda f, fmt=fmt: fig.savefig(f, format=fmt, dpi=dpi, bbox_inches="tight"))
+        # no creation date in PDFs: regenerating the report from the same results gives the same bytes
+        meta = {"CreationDate": None} if fmt == "pdf" else None
+        report.atomic_write(path, lambda f, fmt=fmt, meta=meta: fig.savefig(f, format=fmt, dpi=dpi,
+                                                                             bbox_inches="tight", metadata=meta))
         paths.append(path)
     if close:
         plt.close(fig)
