@@ -192,11 +192,11 @@ def finish_training(model, data: helpers.Dataset, outcome: dict, run_dir) -> dic
     final = {"status": outcome["status"], "diverged_at": outcome["diverged_at"],
              "epochs_completed": len(outcome["history"]), "compiled": outcome["compiled"]}
     if outcome["status"] == "ok":
-        test = confusion(model, data.x_test, data.y_test)
-        final.update(train_accuracy=evaluate(model, data.x_train, data.y_train)["accuracy"],
+        test, last = confusion(model, data.x_test, data.y_test), outcome["history"][-1]
+        final.update(train_accuracy=last["train_accuracy"],  # the last epoch's evaluation saw these very weights
                      test_accuracy=test["accuracy"], test_per_class_accuracy=test["per_class_accuracy"],
                      test_confusion_matrix=test["confusion_matrix"],
-                     train_loss=outcome["history"][-1]["train_loss"], test_loss=outcome["history"][-1]["test_loss"])
+                     train_loss=last["train_loss"], test_loss=last["test_loss"])
         helpers.save_torch(run_dir / "model.pt", {k: v.cpu() for k, v in model.state_dict().items()})
     if not outcome["history"]:
         helpers.save_csv(run_dir / "history.csv", [])
