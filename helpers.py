@@ -188,6 +188,13 @@ def _download_mnist(data_dir, timeout_s) -> str | None:
     return outcome.get("error")
 
 
+def write_idx(path, array) -> None:
+    """Write a uint8 array as an uncompressed IDX file, the format of MNIST's raw files."""
+    array = np.asarray(array, dtype=np.uint8)
+    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
+    Path(path).write_bytes(header + array.tobytes())
+
+
 def _verify_mnist(data_dir) -> None:
     """Check the .gz archives against torchvision's MD5s and the IDX headers against the file sizes."""
     raw = _raw_folder(data_dir)
