@@ -8,13 +8,42 @@ import torch
 import torch.nn.functional as F
 
 import helpers
-from cnn_architectures import LeNet5
+from cnn_architectures import LeNet5, avg_pool2, reference_forward
 
 
 def test_lenet5_matches_the_original_architecture():
     model = LeNet5(10)
     assert sum(p.numel() for p in model.parameters()) == 61_706
+    assert [tuple(p.shape) for p in model.parameters()] == [
+        (6, 1, 5, 5), (6,), (16, 6, 5, 5), (16,), (120, 16, 5, 5), (120,), (84, 120), (84,), (10, 84), (10,)]
     assert model(torch.zeros(3, 1, 32, 32)).shape == (3, 10)
+    with pytest.raises(ValueError, match=r"\(N, 1, 32, 32\)"):
+        model(torch.zeros(3, 1, 28, 28))
+
+
+def test_fast_forward_is_the_original_function():
+    """Logits, gradients and a Hessian-vector product agree with the layer-by-layer computation."""
+    torch.manual_seed(0)
+    model = LeNet5(10)
+    for p in model.parameters():  # larger weights than at init, so tanh is driven into its curved part
+        p.data.mul_(3)
+    x, y = torch.rand(50, 1, 32, 32), torch.randint(0, 10, (50,))
+    assert torch.allclose(model(x), reference_forward(model, x), atol=1e-5)
+    params = list(model.parameters())
+    v = [torch.randn_like(p) for p in params]
+
+    def grad_and_hvp(forward):
+        g = torch.autograd.grad(F.cross_entropy(forward(model, x), y), params, create_graph=True)
+        return torch.cat([t.flatten() for t in g]), torch.cat([t.flatten() for t in torch.autograd.grad(g, params, v)])
+
+    (g_fast, hv_fast), (g_ref, hv_ref) = grad_and_hvp(LeNet5.forward), grad_and_hvp(reference_forward)
+    assert torch.allclose(g_fast, g_ref, atol=5e-6, rtol=1e-5)
+    assert torch.allclose(hv_fast, hv_ref, atol=2e-4, rtol=1e-5)
+
+
+def test_avg_pool2_is_average_pooling():
+    x = torch.randn(2, 3, 10, 10, dtype=torch.float64)
+    assert torch.allclose(avg_pool2(x), F.avg_pool2d(x, 2))
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +75,6 @@ def test_subsets_and_validation_are_stratified():
     assert torch.bincount(d.y_test).tolist() == [20] * 10
 
 
-def _write_idx(path, array):
-    array = np.asarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    path.write_bytes(header + array.tobytes())
-
-
 @pytest.fixture
 def idx_mnist(tmp_path):
     """A tiny MNIST in torchvision's raw layout: 30 train and 20 test images."""
@@ -61,8 +84,8 @@ def idx_mnist(tmp_path):
     images = {"train": rng.integers(0, 256, (30, 28, 28)), "t10k": rng.integers(0, 256, (20, 28, 28))}
     labels = {"train": np.arange(30) % 10, "t10k": np.arange(20) % 10}
     for split in ("train", "t10k"):
-        _write_idx(raw / f"{split}-images-idx3-ubyte", images[split])
-        _write_idx(raw / f"{split}-labels-idx1-ubyte", labels[split])
+        helpers.write_idx(raw / f"{split}-images-idx3-ubyte", images[split])
+        helpers.write_idx(raw / f"{split}-labels-idx1-ubyte", labels[split])
     return tmp_path, images, labels
 
 
