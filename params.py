@@ -21,8 +21,6 @@ EPOCHS = 150
 BATCH_SIZE = 100
 EVAL_BATCH_SIZE = 250       # per-epoch evaluation chunks: measured fastest on 2 CPU cores (larger ones spill the cache)
 RESULTS_DIR = "results"
-COMPILE = "auto"            # torch.compile the training loss: True | False | "auto" (= first-order optimizer and
-COMPILE_MIN_STEPS = 20_000  # at least this many steps, where ~30 % faster steps repay ~1 min of compiling)
 
 # ---------------------------------------------------------------- Hessian
 HESSIAN_BATCH_SIZE = 100    # the original's fixed, seeded Hessian batch (drawn with replacement)

@@ -123,9 +123,6 @@ def train(model, config, data: helpers.Dataset, run_dir=None, callback=None, pro
     n = len(data.y_train)
     steps_per_epoch = math.ceil(n / batch_size)
     total_steps = steps_per_epoch * epochs
-    compiled = not second_order and (  # torch.compile has no double backward, which AdaHessian needs
-        params.COMPILE is True or (params.COMPILE == "auto" and total_steps >= params.COMPILE_MIN_STEPS))
-    loss_fn = torch.compile(batch_loss) if compiled else batch_loss
     order = torch.Generator().manual_seed(seed)  # batch order: its own stream, saved with the checkpoint
     torch.manual_seed(seed)  # the global stream (AdaHessian's Rademacher probes)
     history, start_epoch = [], 1
@@ -149,7 +146,7 @@ def train(model, config, data: helpers.Dataset, run_dir=None, callback=None, pro
         perm = torch.randperm(n, generator=order).to(data.y_train.device)
         for i in range(steps_per_epoch):
             idx = perm[i * batch_size:(i + 1) * batch_size]
-            loss = training_step(model, optimizer, data.x_train[idx], data.y_train[idx], second_order, loss_fn)
+            loss = training_step(model, optimizer, data.x_train[idx], data.y_train[idx], second_order)
             step = (epoch - 1) * steps_per_epoch + i + 1
             if not torch.isfinite(loss):
                 status, diverged_at = "diverged", {"epoch": epoch, "step": step, "loss": str(float(loss))}  # "nan"/"inf": valid JSON
@@ -183,14 +180,14 @@ def train(model, config, data: helpers.Dataset, run_dir=None, callback=None, pro
     bar.close()
     if status == "diverged":
         print(f"diverged: non-finite loss at epoch {diverged_at['epoch']}, step {diverged_at['step']}")
-    return {"history": history, "status": status, "diverged_at": diverged_at, "compiled": compiled}
+    return {"history": history, "status": status, "diverged_at": diverged_at}
 
 
 def finish_training(model, data: helpers.Dataset, outcome: dict, run_dir) -> dict:
     """Write final.json (accuracies, per-class accuracy, confusion matrix, status) and model.pt."""
     run_dir = Path(run_dir)
     final = {"status": outcome["status"], "diverged_at": outcome["diverged_at"],
-             "epochs_completed": len(outcome["history"]), "compiled": outcome["compiled"]}
+             "epochs_completed": len(outcome["history"])}
     if outcome["status"] == "ok":
         test, last = confusion(model, data.x_test, data.y_test), outcome["history"][-1]
         final.update(train_accuracy=last["train_accuracy"],  # the last epoch's evaluation saw these very weights
