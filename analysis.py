@@ -50,11 +50,14 @@ def final_curvature(model, data: helpers.Dataset, config, run_dir, progress=prin
                                          n_steps=h["density_steps"], seed=seed)
     sensitivity = []
     for size in h["sensitivity_batches"]:
-        bx, by = helpers.hessian_batch(data, size, seed)
-        progress(f"Hessian-batch sensitivity: {len(by)} samples")
-        eig = curvature.top_eigenpairs(model, CRITERION, bx, by, k=2, tol=h["tol"], batch_size=CHUNK)
-        tr = curvature.hessian_trace(model, CRITERION, bx, by, n_samples=h["sensitivity_trace_samples"],
-                                     seed=seed, batch_size=CHUNK)
+        if size == h["batch_size"]:  # the very batch analysed above (same size, same seed): reuse, don't recompute
+            eig, tr, by = top, trace, y
+        else:
+            bx, by = helpers.hessian_batch(data, size, seed)
+            progress(f"Hessian-batch sensitivity: {len(by)} samples")
+            eig = curvature.top_eigenpairs(model, CRITERION, bx, by, k=2, tol=h["tol"], batch_size=CHUNK)
+            tr = curvature.hessian_trace(model, CRITERION, bx, by, n_samples=h["sensitivity_trace_samples"],
+                                         seed=seed, batch_size=CHUNK)
         sensitivity.append({"batch": str(size), "n_samples": len(by), "lambda1": eig.eigenvalues[0],
                             "lambda2": eig.eigenvalues[1], "residual1": eig.residuals[0], "residual2": eig.residuals[1],
                             "converged": eig.converged, "trace": tr.mean, "trace_stderr": tr.stderr,
