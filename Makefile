@@ -8,7 +8,7 @@ OPTIMIZERS ?= sgd adam adagrad adahessian
 SEEDS ?= 0
 SMOKE_DIR ?= .smoke
 
-.PHONY: install test reproduce smoke sweep-smoke report status notebooks benchmarks clean-smoke
+.PHONY: install test reproduce smoke sweep-smoke report facts status notebooks benchmarks clean-smoke
 
 install: $(VENV)/.installed
 
@@ -33,6 +33,9 @@ sweep-smoke: install
 
 report: install
 	MPLBACKEND=Agg $(PY) runner.py report
+
+facts: install  # the numbers report/report.md and the README quote in prose, recomputed from results/
+	$(PY) report_facts.py
 
 status: install
 	$(PY) runner.py status

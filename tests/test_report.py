@@ -263,3 +263,19 @@ def test_plotting_notebook_is_thin_parameterised_and_without_outputs():
     builder = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(builder)
     assert [c.source for c in builder.build().cells] == [c.source for c in nb.cells]  # committed copy is current
+
+
+def test_report_facts_recompute_the_numbers_quoted_in_prose(built, capsys, monkeypatch):
+    import sys
+
+    import report_facts
+    monkeypatch.setattr(sys, "argv", ["report_facts.py", "--results", str(built["results"])])
+    report_facts.main()
+    out = capsys.readouterr().out
+    truth = built["truth"]
+    assert "4 complete runs that did not diverge" in out  # the diverged, incomplete and sweep runs are left out
+    mean = {opt: np.mean([truth[opt, s]["final"]["test_accuracy"] for s in SEEDS]) for opt in OPTIMIZERS}
+    assert f"test accuracy, mean over seeds: sgd {mean['sgd']:.4f}, adam {mean['adam']:.4f}\n" in out
+    below = sum(int((truth[key]["spectrum"].ratio < 1).sum()) for key in truth)
+    assert below == 2 and f"tracked steps with ratio < 1: {below} of {TRACKED * len(truth)};" in out
+    assert out.count("loss rise one unit from the minimum") == 2 and out.count("mean 1 (seeds 1 to 1)") == 2

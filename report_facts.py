@@ -1,0 +1,128 @@
+"""Every number that report/report.md and the README quote in prose, recomputed from results/.
+
+The tables and figures are written by ``make report``; the sentences around
+them quote ranges, ratios and counts drawn from the same runs. This prints
+them, so the prose can be checked against the runs (and updated when the runs
+change):
+
+    python report_facts.py [--results results]
+"""
+
+import argparse
+
+import numpy as np
+
+import plots
+import report
+
+
+def _by_optimizer(frame, column, reduce="mean"):
+    return {opt: getattr(frame[frame.optimizer == opt][column], reduce)() for opt in report.optimizers_in(frame)}
+
+
+def _line(label, values, spec=".3g"):
+    print(f"{label}: " + ", ".join(f"{k} {format(v, spec)}" for k, v in values.items()))
+
+
+def accuracy(runs):
+    _line("test accuracy, mean over seeds", _by_optimizer(runs, "test_accuracy"), ".4f")
+    _line("test accuracy, sd over seeds", _by_optimizer(runs, "test_accuracy", "std"), ".4f")
+    _line("train accuracy, min over seeds", _by_optimizer(runs, "train_accuracy", "min"), ".4f")
+    mean, sd = _by_optimizer(runs, "test_accuracy"), _by_optimizer(runs, "test_accuracy", "std")
+    n = {opt: report.seed_count(runs, opt) for opt in mean}
+    best, worst = max(mean, key=mean.get), min(mean, key=mean.get)
+    se = np.sqrt(sd[best] ** 2 / n[best] + sd[worst] ** 2 / n[worst])
+    print(f"largest difference: {best} - {worst} = {mean[best] - mean[worst]:.4f} "
+          f"({(mean[best] - mean[worst]) / se:.1f} standard errors of the difference)")
+
+
+def curvature(runs, frames):
+    for column in ("lambda1", "lambda2", "trace", "train_loss"):
+        _line(f"final {column}, mean", _by_optimizer(runs, column))
+    print(f"max residual of the final top-2 eigenvalues: {runs[['residual1', 'residual2']].to_numpy().max():.1e}")
+    sens = frames["sensitivity"]
+    l100 = _by_optimizer(sens[sens.batch == "100"], "lambda1")
+    lfull = _by_optimizer(sens[sens.batch == "full"], "lambda1")
+    _line("lambda1 on 100 samples / on the full training split", {k: l100[k] / lfull[k] for k in l100})
+    _line("lambda1 on the full training split, mean", lfull)
+    per_run = sens.groupby(["optimizer", "seed"]).trace.agg(lambda t: t.max() / t.min() - 1)
+    means = sens.groupby(["optimizer", "batch"]).trace.mean().groupby("optimizer").agg(lambda t: t.max() / t.min() - 1)
+    print(f"trace, largest relative change between Hessian batches: of the means over seeds {means.max():.1%} "
+          f"({means.idxmax()}); within one run {per_run.max():.1%}")
+    rel = ((runs.pyhessian_lambda1 - runs.lambda1).abs() / runs.lambda1).tolist()
+    rel += ((runs.pyhessian_lambda2 - runs.lambda2).abs() / runs.lambda2).tolist()
+    res = runs[["pyhessian_residual1", "pyhessian_residual2"]].to_numpy()
+    print(f"PyHessian vs certified top-2: max relative difference {max(rel):.2%}; "
+          f"its residuals {res.min():.1e} to {res.max():.1e}; converged in {int(runs.pyhessian_converged.sum())} "
+          f"of {len(runs)} runs")
+
+
+def spectrum(runs, frames):
+    spec = frames["spectrum"]
+    _line("median ratio over the tracked steps, mean over seeds", _by_optimizer(runs, "median_ratio"))
+    _line("  sd over seeds", _by_optimizer(runs, "median_ratio", "std"))
+    _line("median gap over the tracked steps, mean over seeds", _by_optimizer(runs, "median_gap"))
+    print(f"tracked steps with ratio < 1: {int((spec.ratio < 1).sum())} of {len(spec)}; "
+          f"unconverged: {int((~spec.converged.astype(bool)).sum())}; "
+          f"ratio range {spec.ratio.min():.3f} to {spec.ratio.max():.3f}")
+    _line("median HVPs per tracked step", {o: spec[spec.optimizer == o].n_hvps.median() for o in report.optimizers_in(spec)})
+
+
+def sharpness(frames):
+    sh = frames["sharpness"]
+    for opt in report.optimizers_in(sh):
+        per_seed = sh[sh.optimizer == opt].groupby("seed").lambda1
+        peak, first, last = per_seed.max(), per_seed.first(), per_seed.last()
+        print(f"sharpness {opt}: peak {peak.min():.3g} to {peak.max():.3g}, final {last.min():.3g} to {last.max():.3g}, "
+              f"log10(peak / final) {np.log10(peak / last).min():.2f} to {np.log10(peak / last).max():.2f} "
+              f"(first {first.min():.3g} to {first.max():.3g})")
+
+
+def gradient_norms(frames, last_epochs=10):
+    hist = frames["history"]
+    late = hist[hist.epoch > hist.epoch.max() - last_epochs]
+    ratio = late.grad_norm_last_batch / late.grad_norm_full
+    _line(f"last-mini-batch / full-batch gradient norm, median over the last {last_epochs} epochs",
+          {o: ratio[late.optimizer == o].median() for o in report.optimizers_in(late)})
+
+
+def landscapes(runs):
+    for opt in report.optimizers_in(runs):
+        at_one = []
+        for run_dir in runs[runs.optimizer == opt].run_dir:
+            land = plots.load_run(run_dir).get("landscape")
+            if land is None:
+                continue
+            a = land["alphas"]
+            ends = [np.interp(-1.0, a, land["random_1d"]), np.interp(1.0, a, land["random_1d"])]
+            at_one.append(np.mean(ends) - np.interp(0.0, a, land["random_1d"]))
+        if at_one:
+            print(f"filter-normalised random direction, loss rise one unit from the minimum, {opt}: "
+                  f"mean {np.mean(at_one):.3g} (seeds {min(at_one):.3g} to {max(at_one):.3g})")
+
+
+def hardest_digits(frames, k=3):
+    pc = frames["per_class"]
+    for opt in report.optimizers_in(pc):
+        mean = pc[pc.optimizer == opt].groupby("digit").accuracy.mean().sort_values()
+        print(f"hardest digits, {opt}: " + ", ".join(f"{d} ({a:.3f})" for d, a in mean.head(k).items()))
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--results", default="results")
+    args = ap.parse_args()
+    frames = report.collect(args.results)
+    runs = report.ok_runs(frames)
+    print(f"{len(runs)} complete runs that did not diverge")
+    accuracy(runs)
+    curvature(runs, frames)
+    spectrum(runs, frames)
+    sharpness(frames)
+    gradient_norms(frames)
+    landscapes(runs)
+    hardest_digits(frames)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
