@@ -406,9 +406,10 @@ def git_commit() -> str:
     try:
         out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
         commit = out.stdout.strip() or "unknown"
-        dirty = subprocess.run(  # changes to the code; results/ and report/ are outputs, not code
+        dirty = subprocess.run(  # changes to the code: results/ and report/ are outputs, *.md is prose
             ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no", "--",
-             ".", ":(exclude)results", ":(exclude)report"], capture_output=True, text=True, timeout=10).stdout.strip()
+             ".", ":(exclude)results", ":(exclude)report", ":(exclude)*.md"],
+            capture_output=True, text=True, timeout=10).stdout.strip()
         return commit + ("-dirty" if dirty and commit != "unknown" else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
