@@ -21,33 +21,34 @@ def avg_pool2(x: torch.Tensor) -> torch.Tensor:
     return (x[..., 0::2, :] + x[..., 1::2, :]) * 0.25
 
 
-def phase_kernel(weight: torch.Tensor) -> torch.Tensor:
-    """A 5x5 kernel (O, C, 5, 5) rewritten for ``pixel_unshuffle(x, 2)`` input: (4*O, 4*C, 3, 3).
+def phase_frames(weight: torch.Tensor) -> torch.Tensor:
+    """A 5x5 kernel (O, C, 5, 5) as four shifted copies in 6x6 frames: (4*O, C, 6, 6).
 
-    Output channel ``4*o + 2*p + q`` is output channel ``o`` of the original
-    convolution at output pixels (2i + p, 2j + q); input channel ``4*c + 2*r + s``
-    is input pixel (2i + r, 2j + s) of channel ``c``, as pixel_unshuffle orders them.
-    Each phase's kernel is the 5x5 kernel placed in a 6x6 frame at offset (p, q).
+    Output channel ``4*o + 2*p + q`` is kernel ``o`` placed at offset (p, q) in
+    the frame. A stride-2 convolution with these frames computes, in channel
+    ``4*o + 2*p + q`` at pixel (i, j), the original stride-1 convolution's
+    channel ``o`` at pixel (2i + p, 2j + q): the four pixels of each 2x2
+    pooling window come out as four channels.
     """
     out_ch, in_ch = weight.shape[:2]
-    phases = [F.pad(weight, (q, 1 - q, p, 1 - p)) for p in (0, 1) for q in (0, 1)]  # 4 x (O, C, 6, 6)
-    framed = torch.stack(phases, 1).view(out_ch, 4, in_ch, 3, 2, 3, 2)  # 6x6 -> (3 blocks, 2 offsets)^2
-    return framed.permute(0, 1, 2, 4, 6, 3, 5).reshape(4 * out_ch, 4 * in_ch, 3, 3)
+    frames = [F.pad(weight, (q, 1 - q, p, 1 - p)) for p in (0, 1) for q in (0, 1)]  # 4 x (O, C, 6, 6)
+    return torch.stack(frames, 1).reshape(4 * out_ch, in_ch, 6, 6)
 
 
-def conv_tanh_pool_s2d(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
+def conv_tanh_pool_phases(x: torch.Tensor, conv: nn.Conv2d) -> torch.Tensor:
     """``avg_pool2d(tanh(conv(x)), 2)`` for a 5x5 convolution, with the pooling windows as channels.
 
-    The convolution runs on ``pixel_unshuffle(x, 2)`` with ``phase_kernel``, so
-    the four pixels of each pooling window come out as four channels and pooling
-    is a mean over them. tanh(z) = 2 sigmoid(2z) - 1, with the factor 2 folded
-    into the kernel and the affine step moved after the mean. On CPU this is
-    much cheaper than the direct form for LeNet5's first layer (one input
-    channel), where convolution kernels run poorly.
+    One stride-2 convolution with ``phase_frames`` puts the four pixels of each
+    pooling window in four channels, so pooling is a sum over them.
+    tanh(z) = 2 sigmoid(2z) - 1, with the factor 2 folded into the kernel and
+    the affine step moved after the pooling. On CPU this is much cheaper than
+    the direct form for LeNet5's first layer (one input channel, a 28x28 map):
+    the pre-pooling map is never sliced, and the sigmoid runs on a view that
+    its backward can fill without a copy.
     """
-    z = F.conv2d(F.pixel_unshuffle(x, 2), phase_kernel(2 * conv.weight), (2 * conv.bias).repeat_interleave(4))
+    z = F.conv2d(x, phase_frames(2 * conv.weight), (2 * conv.bias).repeat_interleave(4), stride=2)
     n, _, h, w = z.shape
-    return torch.sigmoid(z).view(n, -1, 4, h, w).sum(2) * 0.5 - 1  # 2 * mean - 1
+    return torch.sigmoid(z.view(n, -1, 4, h, w)).sum(2) * 0.5 - 1  # 2 * mean - 1
 
 
 def tanh_avg_pool2(x: torch.Tensor) -> torch.Tensor:
@@ -70,7 +71,7 @@ class LeNet5(nn.Module):
 
     ``forward`` computes the same function as the layer-by-layer form
     (``reference_forward``) with cheaper operations: the first block through
-    ``conv_tanh_pool_s2d``, the second through ``tanh_avg_pool2``, and the third
+    ``conv_tanh_pool_phases``, the second through ``tanh_avg_pool2``, and the third
     convolution, whose 5x5 kernel covers the whole 5x5 map it sees, as one
     matrix product over the 400 flattened inputs (it keeps its Conv2d
     parameters). Together they make a CPU training step markedly cheaper
@@ -89,7 +90,7 @@ class LeNet5(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-3:] != (1, 32, 32):
             raise ValueError(f"LeNet5 takes images of shape (N, 1, 32, 32); got {tuple(x.shape)}")
-        x = conv_tanh_pool_s2d(x, self.conv1)
+        x = conv_tanh_pool_phases(x, self.conv1)
         x = tanh_avg_pool2(self.conv2(x))
         x = torch.tanh(F.linear(x.flatten(1), self.conv3.weight.flatten(1), self.conv3.bias))
         return self.fc2(torch.tanh(self.fc1(x)))
