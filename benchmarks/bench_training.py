@@ -8,10 +8,10 @@ permutation, and LeNet5 runs through its cheaper forward (cnn_architectures).
 Same images (the embedded digits, written as IDX files for torchvision's own
 MNIST class), same initial weights, optimizer (SGD, lr 0.1) and batch size 100.
 
-The pipelines run in lockstep: after each step of training.train, its per-step
-callback runs one step of the original pipeline, one batch of the original's
-data loading alone, and one step with the loss torch.compile'd, each timed on
-its own. The machine's speed drifts by tens of percent over seconds; in
+The pipelines run in lockstep: after every 10 steps of training.train
+(--chunk), its per-step callback runs 10 steps of the original pipeline, 10
+batches of the original's data loading alone, and 10 steps with the loss
+torch.compile'd, each timed on its own. The machine's speed drifts by tens of percent over seconds; in
 lockstep every pipeline sees the same drift. Each repeat is one epoch; the
 script prints medians over repeats. Also times the per-epoch evaluation
 (train and test loss/accuracy plus the full-batch gradient norm).
@@ -67,7 +67,7 @@ class Lockstep:
             return
         for name, one_step in self.others.items():
             t0 = time.perf_counter()
-            for _ in range(step - (step - 1) // self.chunk * self.chunk):
+            for _ in range((step - 1) % self.chunk + 1):  # a whole chunk, or what the last one holds
                 one_step()
             self.seconds[name] += time.perf_counter() - t0
 
