@@ -74,9 +74,10 @@ class Lockstep:
 
 def original_steps(dataset, seed, train=True):
     """A step function for the original pipeline; ``train=False`` only loads the batch."""
-    torch.manual_seed(seed)
-    model = training.build_model(seed)
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    if train:
+        model = training.build_model(seed)
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    torch.manual_seed(seed)  # the DataLoader's shuffle
     batches = iter(DataLoader(dataset, batch_size=100, shuffle=True))
 
     def step():
