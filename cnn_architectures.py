@@ -1,14 +1,21 @@
-"""LeNet5 as the original study used it: 32x32 grey input, tanh, average pooling.
+"""LeNet5 as the original study used it: 32x32 grey input, tanh, average pooling, logits out.
 
-``LeNet5.forward`` computes the original network's function with cheaper
-operations; ``reference_forward`` computes it layer by layer the way the
-original did. Tests hold the two to float32 rounding of each other, and
-benchmarks/bench_training.py times them side by side.
+``LeNet5.forward`` reads as LeNet5: every layer called as written, conv1 to
+fc2, so module hooks (BackPACK, curvlinops' KFAC, Cockpit) see all five.
+Beside it sits ``fast_forward``, the same function through cheaper CPU
+operations. The model takes that path by itself only where it is exactly the
+same function: tanh, 1x32x32 input, and no module hook registered anywhere
+in the model or globally; otherwise it steps aside. ``LeNet5(fast=False)``
+turns it off. Tests hold logits, gradients and a Hessian-vector product of
+the two paths together, and benchmarks/bench_training.py times them.
 """
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.nn.modules import module as _module
+
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
 def avg_pool2(x: torch.Tensor) -> torch.Tensor:
@@ -64,41 +71,58 @@ def tanh_avg_pool2(x: torch.Tensor) -> torch.Tensor:
 class LeNet5(nn.Module):
     """LeNet5 (LeCun et al. 1998) for 1x32x32 inputs; returns logits.
 
-    conv(1->6, 5x5) tanh avgpool, conv(6->16, 5x5) tanh avgpool,
-    conv(16->120, 5x5) tanh, linear(120->84) tanh, linear(84->classes):
+    conv(1->6, 5x5) act avgpool, conv(6->16, 5x5) act avgpool,
+    conv(16->120, 5x5) act, linear(120->84) act, linear(84->classes):
     61,706 parameters for 10 classes. The loss (cross-entropy) is applied
     outside, so the same model serves any criterion.
-
-    ``forward`` computes the same function as the layer-by-layer form
-    (``reference_forward``) with cheaper operations: the first block through
-    ``conv_tanh_pool_phases``, the second through ``tanh_avg_pool2``, and the third
-    convolution, whose 5x5 kernel covers the whole 5x5 map it sees, as one
-    matrix product over the 400 flattened inputs (it keeps its Conv2d
-    parameters). Together they make a CPU training step markedly cheaper
-    (benchmarks/bench_training.py); the numbers differ from the direct form's
-    by float32 rounding only.
     """
 
-    def __init__(self, num_classes: int = 10):
+    def __init__(self, num_classes: int = 10, activation: str = "tanh", fast: bool = True):
         super().__init__()
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"unknown activation {activation!r}; valid choices: {', '.join(ACTIVATIONS)}")
         self.conv1 = nn.Conv2d(1, 6, kernel_size=5)
         self.conv2 = nn.Conv2d(6, 16, kernel_size=5)
         self.conv3 = nn.Conv2d(16, 120, kernel_size=5)
         self.fc1 = nn.Linear(120, 84)
         self.fc2 = nn.Linear(84, num_classes)
+        self.act = ACTIVATIONS[activation]()
+        self.pool = nn.AvgPool2d(2)
+        self.activation = activation
+        # The cheaper computation holds for tanh only (it rests on tanh(z) = 2 sigmoid(2z) - 1).
+        self.fast = fast and activation == "tanh"
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-3:] != (1, 32, 32):
             raise ValueError(f"LeNet5 takes images of shape (N, 1, 32, 32); got {tuple(x.shape)}")
-        x = conv_tanh_pool_phases(x, self.conv1)
-        x = tanh_avg_pool2(self.conv2(x))
-        x = torch.tanh(F.linear(x.flatten(1), self.conv3.weight.flatten(1), self.conv3.bias))
-        return self.fc2(torch.tanh(self.fc1(x)))
+        if self.fast and not self.hooked():
+            return fast_forward(self, x)
+        x = self.pool(self.act(self.conv1(x)))
+        x = self.pool(self.act(self.conv2(x)))
+        x = self.act(self.conv3(x)).flatten(1)
+        x = self.act(self.fc1(x))
+        return self.fc2(x)
+
+    def hooked(self) -> bool:
+        """Whether any module hook could watch this forward: then only the plain path will do."""
+        if _module._global_forward_hooks or _module._global_forward_pre_hooks or _module._global_backward_hooks \
+                or _module._global_backward_pre_hooks:
+            return True
+        return any(m._forward_hooks or m._forward_pre_hooks or m._backward_hooks or m._backward_pre_hooks
+                   for m in self.modules())
 
 
-def reference_forward(model: LeNet5, x: torch.Tensor) -> torch.Tensor:
-    """The original's computation of ``model``'s function: each layer as written, conv3 as a convolution."""
-    x = F.avg_pool2d(torch.tanh(model.conv1(x)), 2)
-    x = F.avg_pool2d(torch.tanh(model.conv2(x)), 2)
-    x = torch.tanh(model.conv3(x)).flatten(1)
+def fast_forward(model: LeNet5, x: torch.Tensor) -> torch.Tensor:
+    """``model``'s function (tanh) through cheaper CPU operations; float32 rounding apart, ``forward``'s plain path.
+
+    The first block through ``conv_tanh_pool_phases``, the second through
+    ``tanh_avg_pool2``, and the third convolution, whose 5x5 kernel covers the
+    whole 5x5 map it sees, as one matrix product over the 400 flattened inputs
+    (it keeps its Conv2d parameters). Together they make a CPU training step
+    markedly cheaper (benchmarks/README.md). Layers are not called as modules
+    here, which is why ``forward`` steps aside when hooks are registered.
+    """
+    x = conv_tanh_pool_phases(x, model.conv1)
+    x = tanh_avg_pool2(model.conv2(x))
+    x = torch.tanh(F.linear(x.flatten(1), model.conv3.weight.flatten(1), model.conv3.bias))
     return model.fc2(torch.tanh(model.fc1(x)))

@@ -20,7 +20,8 @@ SEED = 0
 EPOCHS = 150
 BATCH_SIZE = 100
 EVAL_BATCH_SIZE = 250       # per-epoch evaluation chunks: measured fastest on 2 CPU cores (larger ones spill the cache)
-RESULTS_DIR = "results"
+RUNS_DIR = "runs"           # where new runs go: a git-ignored working folder
+RESULTS_DIR = "results"     # the committed, reviewed study; written only when asked (--results-dir results)
 
 # ---------------------------------------------------------------- Hessian
 HESSIAN_BATCH_SIZE = 100    # the original's fixed, seeded Hessian batch (drawn with replacement)
@@ -44,14 +45,17 @@ SMOKE = dict(epochs=2, train_size=400, test_size=200, spectral_steps=4, sharpnes
              landscape_points=5, sensitivity_batches=(100, "full"), sensitivity_trace_samples=4,
              validation_size=100)  # sweeps hold out this many: 400 images are too few for VALIDATION_SIZE
 
+# ---------------------------------------------------------------- model
+ACTIVATION = "tanh"         # the original's; cnn_architectures.ACTIVATIONS lists the others (relu)
+
 # ---------------------------------------------------------------- optimizers
-# The original study's settings (REFERENCE.md, "Hyperparameters").
+# One block per optimizer; minima/optimizers.py registers each (constructor, label, step).
+# The first four are the original study's settings (its params.py, quoted in README.md).
 SGD = dict(lr=0.1)
 ADAM = dict(lr=0.001)
 ADAGRAD = dict(lr=0.01, lr_decay=0.0, initial_accumulator_value=0.0)
 ADAHESSIAN = dict(lr=0.1, betas=(0.1, 0.1), eps=1e-4, weight_decay=1e-4, hessian_power=0.5)
-
-OPTIMIZERS = {"sgd": SGD, "adam": ADAM, "adagrad": ADAGRAD, "adahessian": ADAHESSIAN}
+SAM = dict(lr=0.1, rho=0.05)  # around SGD at the original's lr; rho as in Foret et al. 2021
 
 # Sweep grid: 5 log-spaced learning rates, a factor 10 either side of each original value.
 LR_GRID_FACTORS = (0.1, 0.316, 1.0, 3.16, 10.0)

@@ -25,6 +25,7 @@ from pyhessian.utils import hessian_vector_product
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import curvature  # noqa: E402
+
 from cnn_architectures import LeNet5  # noqa: E402
 
 TRAIN_STEPS = 300       # "a few hundred" SGD steps before measuring
@@ -171,7 +172,7 @@ def main():
           f"{str(py.converged):>10}")
     print(f"{'top_eigenpairs cold':<36} {cold.n_hvps:6d} {t_cold:9.3f} {rel_err(cold.eigenvalues, exact):12.1e} "
           f"{str(cold.converged):>10}")
-    print(f"{f'top_eigenpairs warm, median/step':<36} {w_hvps:6.1f} {w_t:9.3f} {max(warm_err):12.1e} "
+    print(f"{'top_eigenpairs warm, median/step':<36} {w_hvps:6.1f} {w_t:9.3f} {max(warm_err):12.1e} "
           f"{f'{sum(conv)}/{len(conv)}':>10}")
     print(f"  over {TRACK_STEPS} SGD steps: warm HVPs min {min(warm_hvps)} max {max(warm_hvps)}; "
           f"cold on the same steps median {statistics.median(cold_hvps):.1f}")

@@ -29,12 +29,12 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
+import training
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 import helpers
 import params
-import training
 from cnn_architectures import reference_forward
 
 

@@ -8,8 +8,8 @@ import sys
 import numpy as np
 import pytest
 import torch
-from torch import nn
 from pyhessian import hessian
+from torch import nn
 from torch.func import functional_call
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))

@@ -10,6 +10,7 @@ from torch import nn
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
 import landscape  # noqa: E402
+
 from cnn_architectures import LeNet5  # noqa: E402
 
 

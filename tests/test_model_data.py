@@ -126,6 +126,7 @@ def test_missing_data_offline_names_the_way_out(tmp_path, monkeypatch):
 def test_stalled_download_is_bounded(tmp_path, monkeypatch):
     import threading
     import time
+
     import torchvision.datasets
 
     release = threading.Event()

@@ -1,12 +1,11 @@
 """The runner: bad input refused with one clear line, and every notebook executes in smoke mode."""
 
 import json
-from pathlib import Path
 
 import pytest
+import runner
 
 import helpers
-import runner
 
 OPTIMIZERS = ["sgd", "adam", "adagrad", "adahessian"]
 

@@ -11,12 +11,12 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
+import runner
 import submitit
+import sweeps
 
 import helpers
 import params
-import runner
-import sweeps
 
 SMOKE = dict(smoke=True, data_source="embedded", lr_grid=None, progress=False, poll_s=0.2)
 FAILING = {"adagrad": [{"lr_decay": -1.0}]}  # passes make_config, and torch's Adagrad refuses it inside the notebook

@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 import torch
+import training
 
 import helpers
-import training
 
 
 @pytest.fixture(scope="module")

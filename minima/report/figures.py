@@ -1,9 +1,9 @@
 """The report's figures: one function per comparison figure, the shared figure style, and saving.
 
-Each ``plot_<figure>`` takes the frames of ``report.collect`` and returns a
+Each ``plot_<figure>`` takes the frames of ``collection.collect`` and returns a
 matplotlib figure; ``save_figure`` writes it to ``report/figures/``. The
 plotting notebook (``notebooks/plotting_results.ipynb``) calls them, and
-``report.FIGURES`` names what it must write. Runs that diverged are left out
+``minima.report.build.FIGURES`` names what it must write. Runs that diverged are left out
 of every figure.
 """
 
@@ -14,8 +14,9 @@ import matplotlib.pyplot as plt
 from matplotlib.ticker import MaxNLocator
 import numpy as np
 
-import plots
-import report
+from minima import plots, runs
+from minima.report import collection
+from minima.report.tables import batch_sort_key
 
 
 def set_style(font_size=9, label_size=None, title_size=None, legend_size=None, dpi=100) -> None:
@@ -25,7 +26,7 @@ def set_style(font_size=9, label_size=None, title_size=None, legend_size=None, d
 
 
 def _label(opt, labels=None) -> str:
-    return (labels or report.LABELS).get(opt, opt)
+    return (labels or collection.LABELS).get(opt, opt)
 
 
 def _panels(n, figsize, ncols=2, **kw):
@@ -53,8 +54,8 @@ def seed_band(ax, wide, color, label, band="minmax") -> None:
 
 def plot_grad_norms(frames, figsize=(9, 6.5), band="minmax", labels=None):
     """Per optimizer: full-batch and last-mini-batch (the original's) gradient norm per epoch."""
-    hist = report.only_ok(frames["history"], frames)
-    opts = report.optimizers_in(hist)
+    hist = collection.only_ok(frames["history"], frames)
+    opts = collection.optimizers_in(hist)
     fig, axes = _panels(len(opts), figsize, sharex=True)
     for ax, opt in zip(axes, opts):
         h = hist[hist.optimizer == opt]
@@ -72,17 +73,17 @@ def plot_spectral_ratio_gap(frames, figsize=(13, 6), band="minmax", labels=None)
 
     Rows share their y axis; the dashed line is the original's median ratio, the dotted one ratio = 1.
     """
-    spec = report.only_ok(frames["spectrum"], frames).copy()
+    spec = collection.only_ok(frames["spectrum"], frames).copy()
     spec["before_end"] = spec.step - spec.groupby(["optimizer", "seed"]).step.transform("max")
-    opts = report.optimizers_in(spec)
+    opts = collection.optimizers_in(spec)
     fig, axes = plt.subplots(2, max(1, len(opts)), figsize=figsize, squeeze=False, sharex=True, sharey="row")
     for col, opt in enumerate(opts):
         s, (a, b) = spec[spec.optimizer == opt], axes[:, col]
         seed_band(a, s.pivot_table(index="before_end", columns="seed", values="ratio"), "C0", "ours", band)
         seed_band(b, s.pivot_table(index="before_end", columns="seed", values="gap"), "C2", "ours", band)
-        if opt in report.ORIGINAL_RATIO_MEDIAN:
-            a.axhline(report.ORIGINAL_RATIO_MEDIAN[opt], color="C3", ls="--", lw=1,
-                      label=f"original's median {report.ORIGINAL_RATIO_MEDIAN[opt]:g}")
+        if opt in collection.ORIGINAL_RATIO_MEDIAN:
+            a.axhline(collection.ORIGINAL_RATIO_MEDIAN[opt], color="C3", ls="--", lw=1,
+                      label=f"original's median {collection.ORIGINAL_RATIO_MEDIAN[opt]:g}")
         a.axhline(1, color="grey", lw=0.8, ls=":")
         a.set(title=_label(opt, labels))
         b.set(xlabel="steps before the end", yscale="log")
@@ -95,8 +96,8 @@ def plot_spectral_ratio_gap(frames, figsize=(13, 6), band="minmax", labels=None)
 
 def plot_sharpness(frames, figsize=(9, 6.5), band="minmax", labels=None):
     """λ1 over training per optimizer; for SGD the 2/lr stability threshold of gradient descent."""
-    sharp, runs = report.only_ok(frames["sharpness"], frames), report.ok_runs(frames)
-    opts = report.optimizers_in(sharp)
+    sharp, runs = collection.only_ok(frames["sharpness"], frames), collection.ok_runs(frames)
+    opts = collection.optimizers_in(sharp)
     fig, axes = _panels(len(opts), figsize)
     for ax, opt in zip(axes, opts):
         seed_band(ax, sharp[sharp.optimizer == opt].pivot_table(index="step", columns="seed", values="lambda1"),
@@ -113,8 +114,8 @@ def plot_sharpness(frames, figsize=(9, 6.5), band="minmax", labels=None):
 def _arrays(frames, name) -> dict:
     """optimizer -> [(seed, arrays)] for the ``name``.npz of every run that did not diverge."""
     out = {}
-    for row in report.ok_runs(frames).itertuples():
-        arrays = plots.load_run(row.run_dir).get(name)
+    for row in collection.ok_runs(frames).itertuples():
+        arrays = runs.load_run(row.run_dir).get(name)
         if arrays is not None:
             out.setdefault(row.optimizer, []).append((row.seed, arrays))
     return out
@@ -124,7 +125,7 @@ def plot_landscape_1d(frames, figsize=(11, 3.8), labels=None, log=True):
     """Loss along the top eigenvector and along a filter-normalised random direction; a thin line per seed."""
     land = _arrays(frames, "landscape")
     fig, axes = plt.subplots(1, 2, figsize=figsize, sharey=True)
-    for i, opt in enumerate(sorted(land, key=report.optimizer_sort_key)):
+    for i, opt in enumerate(sorted(land, key=collection.optimizer_sort_key)):
         for j, (seed, arr) in enumerate(land[opt]):
             label = f"{_label(opt, labels)} (n={len(land[opt])})" if j == 0 else None
             axes[0].plot(arr["alphas"], arr["eig_1d"], color=f"C{i}", lw=0.9, alpha=0.8, label=label)
@@ -144,7 +145,7 @@ def _surfaces(frames, log):
     """The first seed's 2D slices per optimizer, in panel order, and one value range per slice kind."""
     land = _arrays(frames, "landscape")
     items = [(opt, *min(land[opt], key=lambda item: item[0]))
-             for opt in sorted(land, key=report.optimizer_sort_key)]
+             for opt in sorted(land, key=collection.optimizer_sort_key)]
     z = {key: [np.log10(np.clip(arr[key], 1e-12, None)) if log else arr[key] for _, _, arr in items]
          for key, _ in SURFACES}
     limits = {key: (min(v.min() for v in z[key]), max(v.max() for v in z[key])) if z[key] else (0, 1) for key in z}
@@ -191,7 +192,7 @@ def plot_landscape_3d(frames, figsize=(13, 6), labels=None, log=True):
 
 def mean_confusion(frames, optimizer) -> np.ndarray:
     """Test confusion matrix normalised per true class, averaged over the optimizer's seeds."""
-    c = report.only_ok(frames["confusion"], frames)
+    c = collection.only_ok(frames["confusion"], frames)
     mats = []
     for _, g in c[c.optimizer == optimizer].groupby("seed"):
         m = g.pivot_table(index="true", columns="predicted", values="count", fill_value=0).to_numpy(dtype=float)
@@ -200,20 +201,20 @@ def mean_confusion(frames, optimizer) -> np.ndarray:
 
 
 def plot_confusion(frames, figsize=(9, 8), labels=None):
-    c = report.only_ok(frames["confusion"], frames)
-    opts = report.optimizers_in(c)
+    c = collection.only_ok(frames["confusion"], frames)
+    opts = collection.optimizers_in(c)
     fig, axes = _panels(len(opts), figsize)
     for ax, opt in zip(axes, opts):
         plots.confusion_heatmap(mean_confusion(frames, opt),
-                                f"{_label(opt, labels)} (mean of {report.seed_count(c, opt)} seeds)", ax=ax)
+                                f"{_label(opt, labels)} (mean of {collection.seed_count(c, opt)} seeds)", ax=ax)
     fig.tight_layout()
     return fig
 
 
 def plot_spectral_density(frames, figsize=(9, 6.5), labels=None):
     """SLQ spectral density per optimizer, a line per seed, each seed's λ1 marked."""
-    dens, runs = _arrays(frames, "density"), report.ok_runs(frames)
-    opts = sorted(dens, key=report.optimizer_sort_key)
+    dens, runs = _arrays(frames, "density"), collection.ok_runs(frames)
+    opts = sorted(dens, key=collection.optimizer_sort_key)
     fig, axes = _panels(len(opts), figsize)
     for ax, opt in zip(axes, opts):
         for seed, arr in dens[opt]:
@@ -229,10 +230,10 @@ def plot_spectral_density(frames, figsize=(9, 6.5), labels=None):
 
 def plot_hessian_batch_sensitivity(frames, figsize=(11, 3.8), labels=None):
     """λ1 and trace against the Hessian batch size, mean with ±sd error bars over seeds."""
-    sens = report.only_ok(frames["sensitivity"], frames)
-    batches = sorted(sens.batch.unique(), key=report.batch_sort_key) if len(sens) else []
+    sens = collection.only_ok(frames["sensitivity"], frames)
+    batches = sorted(sens.batch.unique(), key=batch_sort_key) if len(sens) else []
     fig, axes = plt.subplots(1, 2, figsize=figsize)
-    opts = report.optimizers_in(sens)
+    opts = collection.optimizers_in(sens)
     for i, opt in enumerate(opts):
         s = sens[sens.optimizer == opt]
         stats = s.groupby("batch")[["lambda1", "trace"]].agg(["mean", "std"]).reindex(batches)
@@ -256,7 +257,7 @@ def save_figure(fig, name, report_dir, formats=("png", "pdf"), dpi=150, close=Fa
         path = Path(report_dir) / "figures" / f"{name}.{fmt}"
         # no creation date in PDFs: regenerating the report from the same results gives the same bytes
         meta = {"CreationDate": None} if fmt == "pdf" else None
-        report.atomic_write(path, lambda f, fmt=fmt, meta=meta: fig.savefig(f, format=fmt, dpi=dpi,
+        runs.atomic_write(path, lambda f, fmt=fmt, meta=meta: fig.savefig(f, format=fmt, dpi=dpi,
                                                                              bbox_inches="tight", metadata=meta))
         paths.append(path)
     if close:

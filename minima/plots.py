@@ -1,36 +1,14 @@
 """Figures of one run, drawn from what the run folder holds (or the same data in memory).
 
-Used by the optimizer notebooks; imports no training code. Each function
+Used by the optimizer notebooks; imports no training code (runs are read with ``minima.runs.load_run``). Each function
 returns the matplotlib Figure so that callers can save it.
 """
-
-from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
 CLASSES = [str(i) for i in range(10)]
-
-
-def load_run(run_dir) -> dict:
-    """Everything a run folder holds, as DataFrames, dicts and arrays (missing files are left out)."""
-    import json
-    run_dir, run = Path(run_dir), {}
-    for name in ("history", "spectrum", "sharpness"):
-        path = run_dir / f"{name}.csv"
-        if path.exists() and path.stat().st_size > 1:
-            run[name] = pd.read_csv(path)
-    for name in ("config", "final", "curvature"):
-        path = run_dir / f"{name}.json"
-        if path.exists():
-            run[name] = json.loads(path.read_text())
-    for name in ("density", "landscape"):
-        path = run_dir / f"{name}.npz"
-        if path.exists():
-            with np.load(path) as f:
-                run[name] = {k: f[k] for k in f.files}
-    return run
 
 
 def sample_digits(x, y, n=16):

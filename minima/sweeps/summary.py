@@ -1,10 +1,10 @@
 """A sweep's summary: per optimizer x setting, the runs' test and validation accuracy, and the best setting.
 
-``summarize`` takes a sweep's runs (config and status, as ``sweeps.collect``
+``summarize`` takes a sweep's runs (config and status, as ``minima.sweeps.cli.collect``
 gathers them), groups the seeds of each setting, picks each optimizer's best
 setting on mean final-epoch validation accuracy, and writes ``summary.csv``
 and ``summary.md`` into the sweep folder. It imports nothing of the launcher:
-``sweeps`` depends on this module, not the other way round.
+the launcher depends on this module, not the other way round.
 """
 
 import math
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
-import helpers
-import params
+from minima.optimizers import names as optimizer_names
+from minima.runs import FINAL, load_json, run_dir_for, save_csv, save_text
 
 
 def _final_val_accuracy(run_dir) -> float:
@@ -35,8 +35,8 @@ def summarize(name, root, runs_with_status):
     """
     records = []
     for cfg, status in runs_with_status:
-        run_dir = helpers.run_dir_for(cfg)
-        final = helpers.load_json(run_dir / "final.json") if status == "done" else {}
+        run_dir = run_dir_for(cfg)
+        final = load_json(run_dir / FINAL) if status == "done" else {}
         records.append({"optimizer": cfg["optimizer"], "setting": run_dir.parent.name.split("-", 1)[1],
                         "lr": cfg["hyperparameters"]["lr"], "status": status,
                         "test_accuracy": final.get("test_accuracy", math.nan),
@@ -50,15 +50,15 @@ def summarize(name, root, runs_with_status):
                      "test_accuracy_mean": ok.test_accuracy.mean(), "test_accuracy_sd": ok.test_accuracy.std(),
                      "val_accuracy_mean": ok.val_accuracy.mean(), "val_accuracy_sd": ok.val_accuracy.std()})
     table = pd.DataFrame(rows)
-    order = {o: i for i, o in enumerate(params.OPTIMIZERS)}
+    order = {o: i for i, o in enumerate(optimizer_names())}
     table = table.sort_values(["optimizer", "lr", "setting"], key=lambda s: s.map(order) if s.name == "optimizer"
                               else s).reset_index(drop=True)
     eligible = table[(table.diverged == 0) & table.val_accuracy_mean.notna()]
     best = eligible.loc[eligible.groupby("optimizer").val_accuracy_mean.idxmax()] if len(eligible) else eligible
     table["best"] = table.index.isin(best.index)
-    helpers.save_csv(root / "summary.csv", table.to_dict("records"))
+    save_csv(root / "summary.csv", table.to_dict("records"))
     markdown = _summary_markdown(name, table, runs)
-    (root / "summary.md").write_text(markdown, encoding="utf-8")
+    save_text(root / "summary.md", markdown)
     print(markdown)
     print(f"written: {root / 'summary.md'} and {root / 'summary.csv'}")
     return table

@@ -200,7 +200,7 @@ def _lanczos(hvp, n, device, k, tol, start, max_hvps, gen):
     while True:
         if m == size < n:  # restart: keep the top half of the Ritz pairs; H Y is a combination of W, no new HVPs
             keep = size // 2
-            V[:keep], W[:keep] = S[:, :keep].T @ V[:m], S[:, :keep].T @ W[:m]
+            V[:keep], W[:keep] = S[:, :keep].T @ V[:m], S[:, :keep].T @ W[:m]  # noqa: F821 - S of the last pass
             m = keep
         if n_hvps >= max_hvps or not _add_direction(V, W, m, v, hvp, gen):
             break

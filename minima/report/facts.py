@@ -5,19 +5,17 @@ them quote ranges, ratios and counts drawn from the same runs. This prints
 them, so the prose can be checked against the runs (and updated when the runs
 change):
 
-    python report_facts.py [--results results]
+    python -m minima facts [--results results]
 """
-
-import argparse
 
 import numpy as np
 
-import plots
-import report
+from minima.runs import load_run
+from minima.report import collection
 
 
 def _by_optimizer(frame, column, reduce="mean"):
-    return {opt: getattr(frame[frame.optimizer == opt][column], reduce)() for opt in report.optimizers_in(frame)}
+    return {opt: getattr(frame[frame.optimizer == opt][column], reduce)() for opt in collection.optimizers_in(frame)}
 
 
 def _line(label, values, spec=".3g"):
@@ -29,7 +27,7 @@ def accuracy(runs):
     _line("test accuracy, sd over seeds", _by_optimizer(runs, "test_accuracy", "std"), ".4f")
     _line("train accuracy, min over seeds", _by_optimizer(runs, "train_accuracy", "min"), ".4f")
     mean, sd = _by_optimizer(runs, "test_accuracy"), _by_optimizer(runs, "test_accuracy", "std")
-    n = {opt: report.seed_count(runs, opt) for opt in mean}
+    n = {opt: collection.seed_count(runs, opt) for opt in mean}
     best, worst = max(mean, key=mean.get), min(mean, key=mean.get)
     se = np.sqrt(sd[best] ** 2 / n[best] + sd[worst] ** 2 / n[worst])
     print(f"largest difference: {best} - {worst} = {mean[best] - mean[worst]:.4f} "
@@ -65,12 +63,12 @@ def spectrum(runs, frames):
     print(f"tracked steps with ratio < 1: {int((spec.ratio < 1).sum())} of {len(spec)}; "
           f"unconverged: {int((~spec.converged.astype(bool)).sum())}; "
           f"ratio range {spec.ratio.min():.3f} to {spec.ratio.max():.3f}")
-    _line("median HVPs per tracked step", {o: spec[spec.optimizer == o].n_hvps.median() for o in report.optimizers_in(spec)})
+    _line("median HVPs per tracked step", {o: spec[spec.optimizer == o].n_hvps.median() for o in collection.optimizers_in(spec)})
 
 
 def sharpness(frames):
     sh = frames["sharpness"]
-    for opt in report.optimizers_in(sh):
+    for opt in collection.optimizers_in(sh):
         per_seed = sh[sh.optimizer == opt].groupby("seed").lambda1
         peak, first, last = per_seed.max(), per_seed.first(), per_seed.last()
         print(f"sharpness {opt}: peak {peak.min():.3g} to {peak.max():.3g}, final {last.min():.3g} to {last.max():.3g}, "
@@ -83,14 +81,14 @@ def gradient_norms(frames, last_epochs=10):
     late = hist[hist.epoch > hist.epoch.max() - last_epochs]
     ratio = late.grad_norm_last_batch / late.grad_norm_full
     _line(f"last-mini-batch / full-batch gradient norm, median over the last {last_epochs} epochs",
-          {o: ratio[late.optimizer == o].median() for o in report.optimizers_in(late)})
+          {o: ratio[late.optimizer == o].median() for o in collection.optimizers_in(late)})
 
 
 def landscapes(runs):
-    for opt in report.optimizers_in(runs):
+    for opt in collection.optimizers_in(runs):
         at_one = []
         for run_dir in runs[runs.optimizer == opt].run_dir:
-            land = plots.load_run(run_dir).get("landscape")
+            land = load_run(run_dir).get("landscape")
             if land is None:
                 continue
             a = land["alphas"]
@@ -103,17 +101,15 @@ def landscapes(runs):
 
 def hardest_digits(frames, k=3):
     pc = frames["per_class"]
-    for opt in report.optimizers_in(pc):
+    for opt in collection.optimizers_in(pc):
         mean = pc[pc.optimizer == opt].groupby("digit").accuracy.mean().sort_values()
         print(f"hardest digits, {opt}: " + ", ".join(f"{d} ({a:.3f})" for d, a in mean.head(k).items()))
 
 
-def main():
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--results", default="results")
-    args = ap.parse_args()
-    frames = report.collect(args.results)
-    runs = report.ok_runs(frames)
+def print_facts(results_dir="results") -> None:
+    """Print every quoted number, recomputed from the study in ``results_dir``."""
+    frames = collection.collect(results_dir)
+    runs = collection.ok_runs(frames)
     print(f"{len(runs)} complete runs that did not diverge")
     accuracy(runs)
     curvature(runs, frames)
@@ -123,6 +119,3 @@ def main():
     landscapes(runs)
     hardest_digits(frames)
 
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -1,6 +1,6 @@
 """The analyses a run does at its final weights, packaged for the run folder.
 
-Glue between the data (``helpers``) and the two lift-out modules
+Glue between the data (``minima.data``) and the two lift-out modules
 (``curvature``, ``landscape``): top eigenpairs with residuals, the original's
 PyHessian answer beside them, Hutchinson trace, spectral density, the
 Hessian-batch sensitivity, and loss landscapes along eigenvectors and
@@ -12,37 +12,37 @@ from pathlib import Path
 import numpy as np
 import torch.nn.functional as F
 
-import curvature
-import helpers
-import landscape
+from minima import curvature, landscape, runs
+from minima.data import Dataset, hessian_batch
 
 CRITERION = F.cross_entropy
 CHUNK = 1000  # HVPs over large Hessian batches are accumulated in chunks of this many samples
 
 
-def spectrum_tracker(data: helpers.Dataset, config) -> curvature.SpectrumTracker:
+def spectrum_tracker(data: Dataset, config) -> curvature.SpectrumTracker:
     """The per-step callback that tracks lambda1, lambda2 over the last steps and sharpness throughout."""
     h = config["hessian"]
-    x, y = helpers.hessian_batch(data, h["batch_size"], config["seed"])
+    x, y = hessian_batch(data, h["batch_size"], config["seed"])
     return curvature.SpectrumTracker(CRITERION, x, y, spectral_steps=h["spectral_steps"],
                                      sharpness_every=h["sharpness_every"], tol=h["tol"])
 
 
 def save_tracking(tracker: curvature.SpectrumTracker, run_dir) -> None:
-    helpers.save_csv(Path(run_dir) / "spectrum.csv", tracker.spectrum)
-    helpers.save_csv(Path(run_dir) / "sharpness.csv", tracker.sharpness)
+    runs.save_csv(Path(run_dir) / runs.SPECTRUM, tracker.spectrum)
+    runs.save_csv(Path(run_dir) / runs.SHARPNESS, tracker.sharpness)
 
 
-def final_curvature(model, data: helpers.Dataset, config, run_dir, progress=print) -> dict:
+def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> dict:
     """Top-k eigenpairs, trace, density and batch sensitivity; writes curvature.json and density.npz.
 
     Returns the summary dict plus, under ``"eigenvectors"``, the top vectors for the landscapes.
     """
     h, seed = config["hessian"], config["seed"]
-    x, y = helpers.hessian_batch(data, h["batch_size"], seed)
+    x, y = hessian_batch(data, h["batch_size"], seed)
     progress(f"top-{h['final_top_k']} eigenpairs on the {len(y)}-sample Hessian batch")
     top = curvature.top_eigenpairs(model, CRITERION, x, y, k=h["final_top_k"], tol=h["tol"])
-    original = curvature.top_eigenpairs(model, CRITERION, x, y, k=2, tol=h["tol"], method="pyhessian")  # judged at our tol
+    # PyHessian's own answer, as the original computed it, judged at our tol
+    original = curvature.top_eigenpairs(model, CRITERION, x, y, k=2, tol=h["tol"], method="pyhessian")
     progress(f"Hutchinson trace, {h['trace_samples']} probes")
     trace = curvature.hessian_trace(model, CRITERION, x, y, n_samples=h["trace_samples"], seed=seed)
     progress(f"spectral density, {h['density_runs']} x {h['density_steps']} Lanczos steps")
@@ -53,7 +53,7 @@ def final_curvature(model, data: helpers.Dataset, config, run_dir, progress=prin
         if size == h["batch_size"]:  # the very batch analysed above (same size, same seed): reuse, don't recompute
             eig, tr, by = top, trace, y
         else:
-            bx, by = helpers.hessian_batch(data, size, seed)
+            bx, by = hessian_batch(data, size, seed)
             progress(f"Hessian-batch sensitivity: {len(by)} samples")
             eig = curvature.top_eigenpairs(model, CRITERION, bx, by, k=2, tol=h["tol"], batch_size=CHUNK)
             tr = curvature.hessian_trace(model, CRITERION, bx, by, n_samples=h["sensitivity_trace_samples"],
@@ -67,7 +67,8 @@ def final_curvature(model, data: helpers.Dataset, config, run_dir, progress=prin
         "top_eigenvalues": top.eigenvalues, "residuals": top.residuals, "n_hvps": top.n_hvps,
         "converged": top.converged,
         "gap": top.eigenvalues[0] - top.eigenvalues[1],
-        "ratio": top.eigenvalues[0] / top.eigenvalues[1] if top.eigenvalues[1] > 0 else None,  # undefined unless lambda2 > 0
+        # the ratio is undefined unless lambda2 > 0
+        "ratio": top.eigenvalues[0] / top.eigenvalues[1] if top.eigenvalues[1] > 0 else None,
         "pyhessian": {"eigenvalues": original.eigenvalues, "residuals": original.residuals,
                       "n_hvps": original.n_hvps, "converged": original.converged},
         "trace": {"mean": trace.mean, "stderr": trace.stderr, "n_samples": len(trace.samples)},
@@ -77,16 +78,16 @@ def final_curvature(model, data: helpers.Dataset, config, run_dir, progress=prin
     lo, hi = float(density.nodes.min()), float(density.nodes.max())
     pad = 0.05 * (hi - lo) + 1e-6
     grid = np.linspace(lo - pad, hi + pad, 1000)
-    helpers.save_npz(Path(run_dir) / "density.npz", nodes=density.nodes, weights=density.weights,
+    runs.save_npz(Path(run_dir) / runs.DENSITY, nodes=density.nodes, weights=density.weights,
                      grid=grid, density=curvature.density_on_grid(density, grid))
-    helpers.save_json(Path(run_dir) / "curvature.json", summary)
+    runs.save_json(Path(run_dir) / runs.CURVATURE, summary)
     return dict(summary, eigenvectors=top.eigenvectors)
 
 
-def final_landscapes(model, data: helpers.Dataset, config, eigenvectors, run_dir) -> dict:
+def final_landscapes(model, data: Dataset, config, eigenvectors, run_dir) -> dict:
     """Loss along the top eigenvector(s) and filter-normalised random directions; writes landscape.npz."""
     seed, n, r = config["seed"], config["landscape"]["points"], config["landscape"]["radius"]
-    x, y = helpers.hessian_batch(data, config["hessian"]["batch_size"], seed)
+    x, y = hessian_batch(data, config["hessian"]["batch_size"], seed)
     alphas = np.linspace(-r, r, n)
     rand1 = landscape.filter_normalized_direction(model, seed=seed)
     rand2 = landscape.filter_normalized_direction(model, seed=seed + 10_000)
@@ -97,5 +98,5 @@ def final_landscapes(model, data: helpers.Dataset, config, eigenvectors, run_dir
         "random_1d": landscape.loss_along_line(model, CRITERION, x, y, rand1, alphas),
         "random_2d": landscape.loss_surface(model, CRITERION, x, y, rand1, rand2, alphas),
     }
-    helpers.save_npz(Path(run_dir) / "landscape.npz", **out)
+    runs.save_npz(Path(run_dir) / runs.LANDSCAPE, **out)
     return out

@@ -1,9 +1,9 @@
-"""The training loop shared by all four optimizers, and the per-epoch evaluation.
+"""The training loop shared by every optimizer in the registry, and the per-epoch evaluation.
 
-One registry maps an optimizer name to its constructor; one ``training_step``
-hides AdaHessian's ``backward(create_graph=True)``. The loop checkpoints each
-epoch into the run folder and resumes from it, and calls an optional per-step
-callback (the curvature tracking plugs in there).
+``minima.optimizers`` says how each optimizer builds and steps (plain
+backward, AdaHessian's ``create_graph``, SAM's two passes). The loop
+checkpoints each epoch into the run folder and resumes from it, and calls
+optional per-step and per-epoch callbacks (the curvature tracking plugs in there).
 """
 
 import math
@@ -15,48 +15,25 @@ import torch
 import torch.nn.functional as F
 from tqdm import tqdm
 
-import helpers
 import params
 from cnn_architectures import LeNet5
+from minima import optimizers, runs
+from minima.data import Dataset
 
 
-def _adahessian(model_params, **hp):
-    import torch_optimizer
-    return torch_optimizer.Adahessian(model_params, **{k: tuple(v) if k == "betas" else v for k, v in hp.items()})
-
-
-OPTIMIZERS = {
-    "sgd": lambda p, **hp: torch.optim.SGD(p, **hp),
-    "adam": lambda p, **hp: torch.optim.Adam(p, **hp),
-    "adagrad": lambda p, **hp: torch.optim.Adagrad(p, **hp),
-    "adahessian": _adahessian,
-}
-SECOND_ORDER = {"adahessian"}  # these need the gradient's graph for their Hessian-diagonal estimate
-
-
-def make_optimizer(name, model, hyperparameters) -> torch.optim.Optimizer:
-    if name not in OPTIMIZERS:
-        raise helpers.StudyError(f"unknown optimizer {name!r}; valid choices: {', '.join(OPTIMIZERS)}")
-    return OPTIMIZERS[name](model.parameters(), **hyperparameters)
-
-
-def build_model(seed, device="cpu") -> LeNet5:
+def build_model(seed, device="cpu", activation=params.ACTIVATION) -> LeNet5:
     """LeNet5 with weights drawn from ``seed``, so that the same seed gives the same start."""
     torch.manual_seed(seed)
-    return LeNet5(params.NUM_CLASSES).to(device)
+    return LeNet5(params.NUM_CLASSES, activation=activation).to(device)
 
 
 def batch_loss(model, x, y) -> torch.Tensor:
     return F.cross_entropy(model(x), y)
 
 
-def training_step(model, optimizer, x, y, second_order=False, loss_fn=batch_loss) -> torch.Tensor:
-    """One optimizer step on the batch; returns the batch loss (detached)."""
-    optimizer.zero_grad(set_to_none=True)
-    loss = loss_fn(model, x, y)
-    loss.backward(create_graph=second_order)
-    optimizer.step()
-    return loss.detach()
+def training_step(model, optimizer, x, y, name="sgd", loss_fn=batch_loss) -> torch.Tensor:
+    """One step of the named optimizer on the batch, as its registry entry says; returns the loss (detached)."""
+    return optimizers.get(name).step(model, optimizer, loss_fn, x, y)
 
 
 def _grad_norm(model) -> float:
@@ -105,7 +82,7 @@ def confusion(model, x, y, num_classes=params.NUM_CLASSES, batch_size=params.EVA
             "confusion_matrix": matrix.tolist()}
 
 
-def train(model, config, data: helpers.Dataset, run_dir=None, callback=None, progress=True) -> dict:
+def train(model, config, data: Dataset, run_dir=None, callback=None, progress=True, on_epoch=None) -> dict:
     """Train ``model`` as ``config`` says; returns {"history", "status", "diverged_at"}.
 
     Per epoch: train/test loss and accuracy, the full-batch gradient norm over
@@ -115,10 +92,11 @@ def train(model, config, data: helpers.Dataset, run_dir=None, callback=None, pro
     non-finite loss stops the run with status ``diverged``.
     ``callback(model, epoch=, step=, total_steps=)`` runs after every step; if
     it has ``state_dict``/``load_state_dict`` its state is checkpointed too.
+    ``on_epoch(model, row, optimizer=)`` runs after each epoch's evaluation
+    (``row`` is that epoch's history row), before the checkpoint.
     """
     name, seed = config["optimizer"], config["seed"]
-    optimizer = make_optimizer(name, model, config["hyperparameters"])
-    second_order = name in SECOND_ORDER
+    optimizer = optimizers.make_optimizer(name, model, config["hyperparameters"])
     batch_size, epochs = config["batch_size"], config["epochs"]
     n = len(data.y_train)
     steps_per_epoch = math.ceil(n / batch_size)
@@ -126,11 +104,11 @@ def train(model, config, data: helpers.Dataset, run_dir=None, callback=None, pro
     order = torch.Generator().manual_seed(seed)  # batch order: its own stream, saved with the checkpoint
     torch.manual_seed(seed)  # the global stream (AdaHessian's Rademacher probes)
     history, start_epoch = [], 1
-    checkpoint = Path(run_dir) / "checkpoint.pt" if run_dir else None
+    checkpoint = Path(run_dir) / runs.CHECKPOINT if run_dir else None
     if checkpoint and checkpoint.exists():
-        state = helpers.load_torch(checkpoint, map_location=data.x_train.device)
+        state = runs.load_checkpoint(checkpoint, map_location=data.x_train.device)
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        optimizers.load_state_dict(optimizer, state["optimizer"])
         order.set_state(state["order_rng"])
         torch.set_rng_state(state["torch_rng"])
         if callback is not None and hasattr(callback, "load_state_dict"):
@@ -146,10 +124,11 @@ def train(model, config, data: helpers.Dataset, run_dir=None, callback=None, pro
         perm = torch.randperm(n, generator=order).to(data.y_train.device)
         for i in range(steps_per_epoch):
             idx = perm[i * batch_size:(i + 1) * batch_size]
-            loss = training_step(model, optimizer, data.x_train[idx], data.y_train[idx], second_order)
+            loss = training_step(model, optimizer, data.x_train[idx], data.y_train[idx], name)
             step = (epoch - 1) * steps_per_epoch + i + 1
             if not torch.isfinite(loss):
-                status, diverged_at = "diverged", {"epoch": epoch, "step": step, "loss": str(float(loss))}  # "nan"/"inf": valid JSON
+                # the loss as a string: "nan" and "inf" are valid JSON that way
+                status, diverged_at = "diverged", {"epoch": epoch, "step": step, "loss": str(float(loss))}
                 break
             if callback is not None:
                 callback(model, epoch=epoch, step=step, total_steps=total_steps)
@@ -170,11 +149,13 @@ def train(model, config, data: helpers.Dataset, run_dir=None, callback=None, pro
         row.update(grad_norm_full=tr["grad_norm"], grad_norm_last_batch=last_batch_grad_norm,
                    train_time_s=train_time, epoch_time_s=time.perf_counter() - t0)
         history.append(row)
+        if on_epoch is not None:
+            on_epoch(model, row, optimizer=optimizer)
         bar.set_postfix(loss=f"{tr['loss']:.4f}", test_acc=f"{te['accuracy']:.4f}")
         if run_dir:
-            helpers.save_csv(Path(run_dir) / "history.csv", history)
-            helpers.save_torch(checkpoint, {
-                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+            runs.save_csv(Path(run_dir) / runs.HISTORY, history)
+            runs.save_torch(checkpoint, {
+                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizers.state_dict(optimizer),
                 "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
                 "callback": callback.state_dict() if hasattr(callback, "state_dict") else None})
     bar.close()
@@ -183,7 +164,7 @@ def train(model, config, data: helpers.Dataset, run_dir=None, callback=None, pro
     return {"history": history, "status": status, "diverged_at": diverged_at}
 
 
-def finish_training(model, data: helpers.Dataset, outcome: dict, run_dir) -> dict:
+def finish_training(model, data: Dataset, outcome: dict, run_dir) -> dict:
     """Write final.json (accuracies, per-class accuracy, confusion matrix, status) and model.pt."""
     run_dir = Path(run_dir)
     final = {"status": outcome["status"], "diverged_at": outcome["diverged_at"],
@@ -194,10 +175,10 @@ def finish_training(model, data: helpers.Dataset, outcome: dict, run_dir) -> dic
                      test_accuracy=test["accuracy"], test_per_class_accuracy=test["per_class_accuracy"],
                      test_confusion_matrix=test["confusion_matrix"],
                      train_loss=last["train_loss"], test_loss=last["test_loss"])
-        helpers.save_torch(run_dir / "model.pt", {k: v.cpu() for k, v in model.state_dict().items()})
+        runs.save_torch(run_dir / runs.MODEL, {k: v.cpu() for k, v in model.state_dict().items()})
     if not outcome["history"]:
-        helpers.save_csv(run_dir / "history.csv", [])
-    helpers.save_json(run_dir / "final.json", final)
+        runs.save_csv(run_dir / runs.HISTORY, [])
+    runs.save_json(run_dir / runs.FINAL, final)
     return final
 
 

@@ -1,0 +1,27 @@
+"""How the choice of optimizer shapes the minimum LeNet5 finds: the study's package.
+
+Run folders and their I/O
+    runs (file names, atomic writes, status, discovery, provenance, StudyError), lock
+Configuration and data
+    config (make_config, the device), data (MNIST as tensors)
+Training
+    optimizers (the registry and each one's step), training (the loop, evaluation)
+Curvature and landscapes (import nothing of this package: lift them out as they are)
+    curvature (certified eigenpairs, trace, density, tracker), landscape (lines, planes, directions)
+Runs, sweeps, report
+    analysis (a run's final-weights analysis), plots (one run's figures), notebooks (stamping, kernels),
+    runner (headless runs), sweeps (plan, jobs, slurm, launch, summary, cli), report (collection, tables,
+    figures, build, facts)
+
+``python -m minima`` is the command line. The study's three design-card
+modules, ``params.py``, ``helpers.py`` and ``cnn_architectures.py``, sit at the
+repository root beside this package, not in site-packages: importing the
+package puts the root on ``sys.path`` (at its end) so that they resolve.
+"""
+
+import sys
+from pathlib import Path
+
+_ROOT = str(Path(__file__).resolve().parents[1])
+if _ROOT not in sys.path:
+    sys.path.append(_ROOT)

@@ -1,0 +1,94 @@
+"""``python -m minima VERB``: the study's command line.
+
+    python -m minima run [--optimizers sgd adam] [--seeds 0 1 2] [--smoke] [--epochs N] [--set KEY=VALUE ...]
+                         [--results-dir runs] [--force]
+    python -m minima status [--results-dir runs]
+    python -m minima report [--results results] [--report-dir report]
+    python -m minima facts [--results results]
+    python -m minima sweep launch | status | collect --name NAME ...
+    python -m minima notebooks [--force]
+
+New runs go to ``runs/`` (git-ignored); ``results/`` is the committed study,
+written only when ``--results-dir results`` says so. Bad input is one line
+on stderr and exit status 2.
+"""
+
+import argparse
+import sys
+
+import params
+from minima import optimizers, runs
+from minima.cli import OneLineParser, dispatch, seed_arg
+from minima.runner import cmd_run
+
+DEFAULT_RUNS = str(runs.REPO_ROOT / params.RUNS_DIR)
+DEFAULT_RESULTS = str(runs.REPO_ROOT / params.RESULTS_DIR)
+
+
+def cmd_status(args) -> int:
+    runs.print_status(args.results_dir)
+    return 0
+
+
+def cmd_report(args) -> int:
+    from minima.report.build import build
+    build(results_dir=args.results, report_dir=args.report_dir)
+    return 0
+
+
+def cmd_facts(args) -> int:
+    from minima.report.facts import print_facts
+    print_facts(args.results)
+    return 0
+
+
+def cmd_notebooks(args) -> int:
+    from minima.notebooks import write_notebooks
+    return 1 if write_notebooks(force=args.force) else 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = OneLineParser(prog="python -m minima", description=__doc__.split("\n")[0])
+    sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    run = sub.add_parser("run", help="train and analyse optimizer x seed runs")
+    run.add_argument("--optimizers", nargs="+", default=optimizers.names(), metavar="NAME",
+                     help=f"any of: {', '.join(optimizers.names())}")
+    run.add_argument("--seeds", nargs="+", type=seed_arg, default=[params.SEED])
+    run.add_argument("--epochs", type=int)
+    run.add_argument("--batch-size", type=int)
+    run.add_argument("--data-source", help=f"one of: {', '.join(params.DATA_SOURCES)}")
+    run.add_argument("--data-dir", help="where torchvision keeps MNIST (default: data/)")
+    run.add_argument("--set", nargs="*", metavar="KEY=VALUE",
+                     help="optimizer hyperparameter overrides, any keyword its constructor takes, e.g. lr=0.05")
+    run.add_argument("--smoke", action="store_true", help="a seconds-long run on a subset")
+    run.add_argument("--force", action="store_true", help="redo complete runs")
+    run.add_argument("--quiet", action="store_true", help="do not echo the notebooks' output")
+    run.add_argument("--results-dir", default=DEFAULT_RUNS, help="where the runs go (default: runs/)")
+    run.set_defaults(func=cmd_run)
+    status = sub.add_parser("status", help="list every run as done, running, incomplete, failed or diverged")
+    status.add_argument("--results-dir", default=DEFAULT_RUNS)
+    status.set_defaults(func=cmd_status)
+    rep = sub.add_parser("report", help="figures and tables from a study folder")
+    rep.add_argument("--results", default=DEFAULT_RESULTS, help="the study to report (default: results/)")
+    rep.add_argument("--report-dir", default="report", help="where figures and tables go (default: report/)")
+    rep.set_defaults(func=cmd_report)
+    facts = sub.add_parser("facts", help="every number the report's and README's prose quote, recomputed")
+    facts.add_argument("--results", default=DEFAULT_RESULTS)
+    facts.set_defaults(func=cmd_facts)
+    nbs = sub.add_parser("notebooks", help="stamp every registered optimizer's notebook from the template")
+    nbs.add_argument("--force", action="store_true", help="overwrite notebooks that were edited by hand")
+    nbs.set_defaults(func=cmd_notebooks)
+    sub.add_parser("sweep", help="optimizer x setting x seed sweeps (python -m minima sweep --help)", add_help=False)
+    return p
+
+
+def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["sweep"]:
+        from minima.sweeps.cli import main as sweep_main
+        return sweep_main(argv[1:])
+    return dispatch(parser().parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

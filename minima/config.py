@@ -1,0 +1,103 @@
+"""One run's configuration: every setting, validated, as a JSON-able dict; and the device.
+
+``make_config`` turns "the values in params.py, these overrides" into the
+dict that a run records in its config.json and that every later step reads.
+Bad input raises StudyError with one line naming the problem and the choices.
+"""
+
+import os
+import platform
+
+import numpy as np
+import torch
+
+import params
+from minima import optimizers
+from minima.runs import REPO_ROOT, StudyError, check_sweep_name
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def _check_positive(name, value, kind=float):
+    ok = _is_int(value) if kind is int else isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    if not ok or not np.isfinite(value) or value <= 0:
+        what = "a positive integer" if kind is int else "a positive number"
+        raise StudyError(f"{name} must be {what}, got {value!r}")
+
+
+def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, data_source=None,
+                smoke=False, overrides=None, validation_size=0, results_dir=None, data_dir=None, sweep=None):
+    """Everything one run needs, validated, as a JSON-able dict.
+
+    ``None`` means "the value in params.py"; ``overrides`` replaces optimizer
+    hyperparameters (any keyword its constructor takes, e.g. ``{"lr": 0.05}``);
+    ``smoke`` shrinks the run to seconds.
+    """
+    optimizers.get(optimizer)
+    if not _is_int(seed):
+        raise StudyError(f"seed must be an integer, got {seed!r}")
+    overrides = dict(overrides or {})
+    hyper = optimizers.hyperparameters(optimizer, overrides)
+    smoke_cfg = params.SMOKE if smoke else {}
+    epochs = smoke_cfg.get("epochs", params.EPOCHS) if epochs is None else epochs
+    batch_size = params.BATCH_SIZE if batch_size is None else batch_size
+    _check_positive("epochs", epochs, int)
+    _check_positive("batch size", batch_size, int)
+    data_source = params.DATA_SOURCE if data_source is None else data_source
+    if data_source not in params.DATA_SOURCES:
+        raise StudyError(f"unknown data source {data_source!r}; valid choices: {', '.join(params.DATA_SOURCES)}")
+    if not _is_int(validation_size) or validation_size < 0:
+        raise StudyError(f"validation size must be a non-negative integer, got {validation_size!r}")
+    if sweep is not None:
+        check_sweep_name(sweep)
+    get = lambda key, default: smoke_cfg.get(key, default)  # noqa: E731
+    return {
+        "optimizer": optimizer,
+        "seed": int(seed),
+        "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in hyper.items()},
+        "overrides": overrides,
+        "epochs": int(epochs),
+        "batch_size": int(batch_size),
+        "eval_batch_size": params.EVAL_BATCH_SIZE,
+        "smoke": bool(smoke),
+        "model": {"name": "LeNet5", "activation": params.ACTIVATION},
+        "data": {
+            "source_requested": data_source,
+            "data_dir": str(data_dir or REPO_ROOT / params.DATA_DIR),
+            "train_size": get("train_size", None),
+            "test_size": get("test_size", None),
+            "validation_size": int(validation_size),
+        },
+        "hessian": {
+            "batch_size": params.HESSIAN_BATCH_SIZE,
+            "spectral_steps": get("spectral_steps", params.SPECTRAL_STEPS),
+            "sharpness_every": get("sharpness_every", params.SHARPNESS_EVERY),
+            "tol": params.EIG_TOL,
+            "final_top_k": get("final_top_k", params.FINAL_TOP_K),
+            "trace_samples": get("trace_samples", params.TRACE_SAMPLES),
+            "density_runs": get("density_runs", params.DENSITY_RUNS),
+            "density_steps": get("density_steps", params.DENSITY_STEPS),
+            "sensitivity_batches": list(get("sensitivity_batches", params.SENSITIVITY_BATCHES)),
+            "sensitivity_trace_samples": get("sensitivity_trace_samples", params.SENSITIVITY_TRACE_SAMPLES),
+        },
+        "landscape": {
+            "points": get("landscape_points", params.LANDSCAPE_POINTS),
+            "radius": params.LANDSCAPE_RADIUS,
+        },
+        "results_dir": str(results_dir or REPO_ROOT / params.RUNS_DIR),
+        "sweep": sweep,
+    }
+
+
+def pick_device() -> torch.device:
+    """The GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def device_info(device) -> dict:
+    """What a run records about where it ran: type, name, torch threads, cores."""
+    device = torch.device(device)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
+    return {"type": device.type, "name": name, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}

@@ -1,0 +1,107 @@
+"""Runs headless: one optimizer notebook executed by papermill per optimizer x seed, and the ``run`` verb.
+
+``execute_run`` holds the run's lock while the notebook executes (the
+kernel inherits the lock's token, so it knows the lock is its own), writes
+the executed notebook into the run folder, and leaves ``error.txt`` there on
+failure. Bad input is refused before anything starts, with one line naming
+the problem and the valid choices. A run folder is complete only once its
+notebook wrote ``done``; finished runs are skipped unless ``--force``.
+"""
+
+import logging
+import os
+import time
+from pathlib import Path
+
+import params
+from minima import notebooks, runs
+from minima.cli import parse_value
+from minima.config import make_config
+from minima.data import resolve_data_source
+from minima.lock import RunLock
+
+
+def run_config(optimizer, seed, *, smoke=False, epochs=None, batch_size=None, data_source=None, data_dir=None,
+               overrides=None, sweep=None, validation_size=0, results_dir=None):
+    """The validated config of one run (raises StudyError on bad input)."""
+    return make_config(optimizer, seed, epochs=epochs, batch_size=batch_size, data_source=data_source, smoke=smoke,
+                               overrides=overrides, sweep=sweep, validation_size=validation_size, data_dir=data_dir,
+                               results_dir=str(Path(results_dir or runs.REPO_ROOT / params.RUNS_DIR).resolve()))
+
+
+def execute_run(config, *, force=False, progress=True, log_output=False) -> str:
+    """Execute the optimizer's notebook for one config; returns done, skipped, diverged or ``failed: <why>``.
+
+    A run that another process is executing is refused (``failed: ... is
+    being run by pid ... on ... since ...``) and left alone.
+    """
+    import papermill
+
+    run_dir = runs.run_dir_for(config)
+    if runs.is_done(run_dir) and not force:
+        return "skipped"
+    runs.ensure_writable(run_dir)
+    try:
+        lock = RunLock(run_dir).acquire()
+    except runs.StudyError as e:
+        return f"failed: {e}"
+    try:
+        (run_dir / runs.ERROR).unlink(missing_ok=True)
+        parameters = {"OPTIMIZER": config["optimizer"], "SEED": config["seed"], "EPOCHS": config["epochs"],
+                      "BATCH_SIZE": config["batch_size"],
+                      "DATA_SOURCE": config["data"]["source_requested"], "SMOKE": config["smoke"],
+                      "OVERRIDES": config["overrides"], "SWEEP": config["sweep"],
+                      "VALIDATION_SIZE": config["data"]["validation_size"], "RESULTS_DIR": config["results_dir"],
+                      "DATA_DIR": config["data"]["data_dir"], "FORCE": force, "PROGRESS": progress}
+        source = notebooks.optimizer_notebook(config["optimizer"], run_dir)
+        os.environ[RunLock.ENV] = lock.token   # the kernel papermill starts inherits it
+        try:
+            papermill.execute_notebook(str(source), str(run_dir / runs.NOTEBOOK), parameters=parameters,
+                                       cwd=str(notebooks.NOTEBOOKS), kernel_name="python3", progress_bar=False,
+                                       log_output=log_output, stderr_file=None, **notebooks.KERNEL_OPTIONS)
+        finally:
+            os.environ.pop(RunLock.ENV, None)
+    except papermill.PapermillExecutionError as e:
+        message = f"{e.ename}: {e.evalue}"
+        runs.save_text(run_dir / runs.ERROR, message + "\n")
+        return "failed: " + message
+    except Exception as e:  # noqa: BLE001 - a kernel that dies, a notebook that cannot be written
+        message = f"{type(e).__name__}: {e}".strip()
+        runs.save_text(run_dir / runs.ERROR, message + "\n")
+        return "failed: " + message
+    finally:
+        lock.release()
+    final = run_dir / runs.FINAL
+    return "diverged" if final.exists() and runs.load_json(final)["status"] == "diverged" else "done"
+
+
+def preflight(configs) -> None:
+    """Check the data source and the results folders of all runs; raise StudyError on the first problem."""
+    for source, data_dir in {(c["data"]["source_requested"], c["data"]["data_dir"]) for c in configs}:
+        used, why = resolve_data_source(source, data_dir)
+        print(f"data source: {used}" + (f" (full MNIST unavailable: {why})" if why else ""))
+    for results_dir in {c["results_dir"] for c in configs}:
+        runs.ensure_writable(results_dir)
+
+
+def cmd_run(args) -> int:
+    bad = [kv for kv in args.set or [] if "=" not in kv]
+    if bad:
+        raise runs.StudyError(f"--set takes KEY=VALUE pairs, got {' '.join(bad)!r}")
+    overrides = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set or [])}
+    if not args.quiet:
+        logging.basicConfig(level=logging.INFO, format="%(message)s")  # papermill echoes the notebooks' output
+    configs = [run_config(opt, seed, smoke=args.smoke, epochs=args.epochs, batch_size=args.batch_size,
+                          data_source=args.data_source, data_dir=args.data_dir,
+                          overrides=overrides, results_dir=args.results_dir)
+               for opt in args.optimizers for seed in args.seeds]
+    preflight(configs)  # everything is checked before anything starts
+    failures = 0
+    for cfg in configs:
+        t0 = time.time()
+        label = f"{cfg['optimizer']} seed {cfg['seed']}"
+        print(f"[{label}] running -> {runs.run_dir_for(cfg)}", flush=True)
+        outcome = execute_run(cfg, force=args.force, log_output=not args.quiet)
+        failures += outcome.startswith("failed")
+        print(f"[{label}] {outcome} ({time.time() - t0:.0f} s)", flush=True)
+    return 1 if failures else 0

@@ -1,0 +1,142 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # How the optimizer shapes the minimum: the report
+#
+# This notebook draws the comparison figures of the study from `<RESULTS_DIR>/<optimizer>/seed<k>/` alone (the
+# committed study in `results/` by default; your own runs with `RESULTS_DIR = "../runs"`); it trains nothing. Only
+# complete runs (with a `done` file) count; incomplete folders are named and left out, and runs that diverged are
+# counted in the tables but left out of the figures. Every figure shows all seeds present: a line for the mean and a
+# band for the spread, or a thin line per seed.
+#
+# `python -m minima report` (or `make report`) runs it headless after writing the tables to `report/tables/`; it
+# also runs cell by cell from `notebooks/`. The functions it calls live in `minima/report/` (`collection` and
+# `tables` for runs and tables, `figures` for figures); optimizer names and labels come from the registry.
+
+# %% tags=["parameters"]
+# Parameters: papermill overrides these (minima.report.build passes absolute paths and CLOSE_FIGURES = True).
+RESULTS_DIR = "../results"
+REPORT_DIR = "../report"          # figures go to REPORT_DIR/figures/<name>.<format>
+FIG_FORMATS = ("png", "pdf")
+FIGSIZE = (9, 6.5)                # 2x2 panels, one per optimizer
+FIGSIZE_WIDE = (11, 3.8)          # two panels side by side
+FIGSIZE_GRID = (13, 6)            # ratio/gap and landscapes: two rows, one column per optimizer
+DPI = 150
+FONT_SIZE = 9
+LABEL_SIZE = 9
+TITLE_SIZE = 10
+LEGEND_SIZE = 8
+BAND = "minmax"                   # spread over seeds: "minmax" or "sd"
+LOG_LANDSCAPE = True              # landscapes in log10(loss), so the floor and the walls show together
+CLOSE_FIGURES = False             # headless runs close each figure once saved; in Jupyter they stay to be shown
+
+# %%
+import sys
+
+sys.path.insert(0, "..")  # the repository root and its minima package
+
+from IPython.display import Markdown, display
+
+from minima.report import collection, figures, tables
+
+LABELS = collection.LABELS  # from the optimizer registry
+figures.set_style(FONT_SIZE, LABEL_SIZE, TITLE_SIZE, LEGEND_SIZE)
+frames = collection.collect(RESULTS_DIR)
+written = []
+frames["runs"].filter(["optimizer", "seed", "status", "epochs_completed", "data_source",
+                       "train_accuracy", "test_accuracy", "lambda1", "lambda2", "trace"])
+
+# %% [markdown]
+# ## Tables
+#
+# The same tables `minima.report.build` writes to `report/tables/` as Markdown and LaTeX, mean ± sd over seeds. The original study's numbers stand beside ours where it reported any; they come from full MNIST and one seed, so they orient rather than compare.
+
+# %%
+for name, (table, caption) in tables.summary_tables(frames).items():
+    display(Markdown(tables.to_markdown(table, name.replace("_", " ").capitalize(), caption)))
+
+# %% [markdown]
+# ## Gradient norms
+#
+# The original recorded the norm of the *last mini-batch's* gradient once per epoch, a noisy stand-in for the gradient of the training loss. Each run here records both that and the full-batch gradient norm over the training split.
+
+# %%
+fig = figures.plot_grad_norms(frames, figsize=FIGSIZE, band=BAND, labels=LABELS)
+written += figures.save_figure(fig, "grad_norms", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+
+# %% [markdown]
+# ## Ratio and gap over the last steps
+#
+# λ1/λ2 (top row, the original's "spectral gap") and the actual gap λ1−λ2 (bottom row) at every one of the last tracked steps, from certified eigenvalues on the seeded Hessian batch. The dashed line is the original's median (PyHessian, one seed, full MNIST). A ratio below 1 needs λ2 ≤ 0 when the eigenvalues are sorted and converged; PyHessian's unsorted largest-magnitude answers gave such values.
+
+# %%
+fig = figures.plot_spectral_ratio_gap(frames, figsize=FIGSIZE_GRID, band=BAND, labels=LABELS)
+written += figures.save_figure(fig, "spectral_ratio_gap", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+
+# %% [markdown]
+# ## Sharpness during training
+#
+# λ1 over the whole run. For SGD the dashed line is 2/lr, the stability threshold of gradient descent on a quadratic (edge of stability, Cohen et al. 2021); with cross-entropy and mini-batches it is a reference, not a prediction. For the adaptive methods the relevant quantity would be the preconditioned sharpness, which is not plotted here.
+
+# %%
+fig = figures.plot_sharpness(frames, figsize=FIGSIZE, band=BAND, labels=LABELS)
+written += figures.save_figure(fig, "sharpness", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+
+# %% [markdown]
+# ## Loss landscapes in one dimension
+#
+# Along the top Hessian eigenvector (unit norm, as in the original) and along a filter-normalised random direction (Li et al. 2018). Curvature along raw directions is not comparable between networks whose weights differ in scale; the filter-normalised direction is. One thin line per seed.
+
+# %%
+fig = figures.plot_landscape_1d(frames, figsize=FIGSIZE_WIDE, labels=LABELS, log=LOG_LANDSCAPE)
+written += figures.save_figure(fig, "landscape_1d", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+
+# %% [markdown]
+# ## Loss landscapes in two dimensions
+#
+# The plane of the top two eigenvectors (top row) and of two filter-normalised random directions (bottom row), for the first seed of each optimizer: contours, then the 3D surfaces the original drew.
+
+# %%
+fig = figures.plot_landscape_2d(frames, figsize=FIGSIZE_GRID, labels=LABELS, log=LOG_LANDSCAPE)
+written += figures.save_figure(fig, "landscape_2d", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+
+# %%
+fig = figures.plot_landscape_3d(frames, figsize=FIGSIZE_GRID, labels=LABELS, log=LOG_LANDSCAPE)
+written += figures.save_figure(fig, "landscape_3d", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+
+# %% [markdown]
+# ## Confusion matrices
+#
+# Test confusion normalised per true digit (rows sum to 1), averaged over seeds. The original built its "test" tensors from the training set; these come from the held-out test split.
+
+# %%
+fig = figures.plot_confusion(frames, figsize=FIGSIZE, labels=LABELS)
+written += figures.save_figure(fig, "confusion", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+
+# %% [markdown]
+# ## Spectral density
+#
+# The smoothed eigenvalue density of the Hessian at the final weights (stochastic Lanczos quadrature), a line per seed, with each seed's λ1 dotted. It shows whether the top eigenvalues stand apart from the bulk, which is what the ratio alone cannot say.
+
+# %%
+fig = figures.plot_spectral_density(frames, figsize=FIGSIZE, labels=LABELS)
+written += figures.save_figure(fig, "spectral_density", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+
+# %% [markdown]
+# ## Does the Hessian batch matter?
+#
+# The original's own caveat: 100 samples may be too few. λ1 and the trace at the final weights on 100 samples, 1,000 samples and the full training split, with ±sd error bars over seeds.
+
+# %%
+fig = figures.plot_hessian_batch_sensitivity(frames, figsize=FIGSIZE_WIDE, labels=LABELS)
+written += figures.save_figure(fig, "hessian_batch_sensitivity", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+
+# %%
+print(f"{len(written)} files written:")
+print("\n".join(map(str, written)))

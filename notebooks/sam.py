@@ -1,0 +1,158 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # SAM on MNIST: training, Hessian spectrum and landscapes
+#
+# SAM: sharpness-aware minimisation (Foret et al. 2021) around SGD: the step taken with the gradient at the worst point within rho (pytorch_optimizer.SAM). Its hyperparameters are the `SAM` block of `params.py`.
+#
+# This notebook trains LeNet5, tracks the top of the loss Hessian's spectrum over the last training steps, and
+# analyses the final minimum. Everything it computes goes to `runs/<optimizer>/seed<k>/` (a git-ignored working
+# folder; the committed study is `results/`, written only when `RESULTS_DIR` says so), and a `done` file, written
+# last, marks the run complete. If that run is complete already, the notebook draws its figures from the saved
+# files instead of training again (`FORCE = True` reruns it). Run it cell by cell from `notebooks/`, or headless
+# through `python -m minima run`.
+#
+# Generated from `notebooks/templates/optimizer.py` by `make notebooks`: edit the template, not this file.
+
+# %% tags=["parameters"]
+# Parameters: papermill overrides these; None means the value in params.py.
+OPTIMIZER = "sam"
+SEED = 0
+EPOCHS = None
+BATCH_SIZE = None
+DATA_SOURCE = None     # auto | torchvision | embedded
+SMOKE = False          # seconds-long run on a subset (tests, make smoke)
+OVERRIDES = {}         # optimizer hyperparameters, any keyword its constructor takes, e.g. {"lr": 0.05}
+SWEEP = None           # sweep name: runs go to <RESULTS_DIR>/sweeps/<SWEEP>/...
+VALIDATION_SIZE = 0    # samples held out of the training split (sweeps)
+RESULTS_DIR = "../runs"
+DATA_DIR = "../data"
+FORCE = False          # redo a complete run
+PROGRESS = True
+
+# %%
+# %matplotlib inline
+import sys
+
+sys.path.insert(0, "..")  # the repository root: params.py, helpers.py, cnn_architectures.py and the minima package
+
+import matplotlib.pyplot as plt
+import pandas as pd
+
+import helpers
+from minima import analysis, plots, training
+
+config = helpers.make_config(OPTIMIZER, SEED, epochs=EPOCHS, batch_size=BATCH_SIZE, data_source=DATA_SOURCE,
+                             smoke=SMOKE, overrides=OVERRIDES, validation_size=VALIDATION_SIZE,
+                             results_dir=RESULTS_DIR, data_dir=DATA_DIR, sweep=SWEEP)
+device = helpers.pick_device()
+print(f"{OPTIMIZER}, seed {SEED}, {config['epochs']} epochs, batch {config['batch_size']}, "
+      f"hyperparameters {config['hyperparameters']}, device {device}")
+
+# %% [markdown]
+# ## Data
+#
+# MNIST, resized 28→32 bilinearly, pixels in [0, 1], preloaded as tensors on the device. The source (full MNIST or
+# the embedded 5,000-digit subset) is printed and recorded in the run's `config.json`.
+
+# %%
+d = config["data"]
+data = helpers.load_mnist(d["source_requested"], d["data_dir"], train_size=d["train_size"],
+                          test_size=d["test_size"], validation_size=d["validation_size"], device=device)
+run_dir, complete = helpers.open_run(config, data, device, force=FORCE)
+print("run folder:", run_dir, "(complete: figures from its files)" if complete else "")
+plots.sample_digits(data.x_train, data.y_train)
+plt.show()
+
+# %% [markdown]
+# ## Training
+#
+# One loop serves every optimizer. After every step a callback tracks the Hessian: λ1 and λ2 over the last steps
+# (certified Lanczos, warm-started step to step) and the sharpness λ1 every few hundred steps. The callback restores
+# everything it touches, so training is bitwise the same with or without it. Each epoch is checkpointed: a killed
+# run resumes where it stopped.
+
+# %%
+model = training.build_model(SEED, device, config["model"]["activation"])
+if complete:
+    saved = helpers.load_run(run_dir)
+    history, final = saved["history"], saved["final"]
+    spectrum, sharpness = saved.get("spectrum", pd.DataFrame()), saved.get("sharpness", pd.DataFrame())
+else:
+    tracker = analysis.spectrum_tracker(data, config)
+    outcome = training.train(model, config, data, run_dir, callback=tracker, progress=PROGRESS)
+    analysis.save_tracking(tracker, run_dir)
+    final = training.finish_training(model, data, outcome, run_dir)
+    history = pd.DataFrame(outcome["history"])
+    spectrum, sharpness = pd.DataFrame(tracker.spectrum), pd.DataFrame(tracker.sharpness)
+print({k: final[k] for k in ("status", "train_accuracy", "test_accuracy") if k in final})
+
+# %%
+if len(history):
+    plots.learning_curves(history, OPTIMIZER)
+    plots.gradient_norms(history, OPTIMIZER)
+if final["status"] == "ok":
+    plots.confusion_heatmap(final["test_confusion_matrix"], f"{OPTIMIZER}: test confusion (per true class)")
+plt.show()
+
+# %% [markdown]
+# ## Spectrum over the last steps
+#
+# The original study's central measurement. We report both the spectral **gap** λ1−λ2 and the **ratio** λ1/λ2
+# (the original called the ratio the gap). Eigenvalues here are the largest *algebraic* ones, sorted, each with its
+# residual ‖Hv−λv‖/|λ|.
+
+# %%
+if len(spectrum):
+    plots.spectral_tracking(spectrum, OPTIMIZER)
+    print(spectrum[["lambda1", "lambda2", "gap", "ratio", "residual1", "residual2", "n_hvps"]]
+          .describe().loc[["mean", "50%", "min", "max"]])
+if len(sharpness):
+    plots.sharpness_curve(sharpness, lr=config["hyperparameters"]["lr"] if OPTIMIZER == "sgd" else None,
+                          title=OPTIMIZER)
+plt.show()
+
+# %% [markdown]
+# ## The final minimum
+#
+# Top eigenpairs with residuals (and PyHessian's own answer beside them, as the original computed it), the trace by
+# Hutchinson with its standard error, the spectral density by stochastic Lanczos quadrature, and how λ1, λ2 and the
+# trace depend on the size of the Hessian batch.
+
+# %%
+if final["status"] == "ok":
+    curv = saved["curvature"] if complete else analysis.final_curvature(model, data, config, run_dir)
+    print(pd.DataFrame({"eigenvalue": curv["top_eigenvalues"], "residual": curv["residuals"]}))
+    print("PyHessian (original method):", curv["pyhessian"])
+    print(f"trace {curv['trace']['mean']:.4g} ± {curv['trace']['stderr']:.2g}")
+    print(pd.DataFrame(curv["batch_sensitivity"]))
+    dens = helpers.load_run(run_dir)["density"]
+    plots.spectral_density(dens["grid"], dens["density"], curv["top_eigenvalues"], OPTIMIZER)
+    plt.show()
+
+# %% [markdown]
+# ## Loss landscapes
+#
+# Along the top eigenvector (41 points in [-1, 1]) and the top two (41×41 grid), as the original; and along
+# filter-normalised random directions (Li et al. 2018), which are comparable across networks whose weights differ in
+# scale.
+
+# %%
+if final["status"] == "ok":
+    land = saved["landscape"] if complete else analysis.final_landscapes(model, data, config, curv["eigenvectors"],
+                                                                          run_dir)
+    plots.landscape_1d(land["alphas"], land["eig_1d"], land["random_1d"], OPTIMIZER)
+    plots.landscape_2d(land["alphas"], land["eig_2d"], f"{OPTIMIZER}: top-2 eigenvectors")
+    plots.landscape_2d(land["alphas"], land["random_2d"], f"{OPTIMIZER}: filter-normalised random")
+    plt.show()
+
+# %%
+if not complete:
+    helpers.mark_done(run_dir)  # last: the folder is complete
+print("complete:", run_dir)
