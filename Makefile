@@ -1,14 +1,21 @@
-# One command each: `make reproduce` runs the study, `make test` the tests.
+# One command each: `make test` runs the tests, `make reproduce` reruns the study and compares it with results/.
 # Both build .venv from nothing the first time (torch is about 5.5 GB, ~2 min).
 
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-OPTIMIZERS ?= sgd adam adagrad adahessian
+# OPTIMIZERS: empty means every optimizer in the registry (minima/optimizers.py)
+OPTIMIZERS ?=
 SEEDS ?= 0
+# RUNS: where new runs go (git-ignored). RESULTS: the study `make report` reads (RESULTS=runs for your own).
+RUNS ?= runs
+RESULTS ?= results
+REPORT ?= $(if $(filter results,$(RESULTS)),report,$(RESULTS)/report)
 SMOKE_DIR ?= .smoke
+OPT_ARGS = $(if $(strip $(OPTIMIZERS)),--optimizers $(OPTIMIZERS))
 
-.PHONY: install test reproduce smoke sweep-smoke report facts status notebooks benchmarks clean-smoke
+.PHONY: install test lint reproduce compare smoke sweep-smoke report facts status notebooks benchmarks gpu-check \
+        clean-smoke
 
 install: $(VENV)/.installed
 
@@ -16,33 +23,42 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements.txt
 	$(PY) -m pip install -q -e .
+	# notebooks never carry outputs into git: nbstripout as this clone's git filter
+	if [ -d .git ]; then $(VENV)/bin/nbstripout --install; fi
 	touch $@
 
-test: install
+lint: install
+	$(VENV)/bin/ruff check .
+
+test: lint
 	$(PY) -m pytest -q
 
 reproduce: install
-	$(PY) runner.py run --optimizers $(OPTIMIZERS) --seeds $(SEEDS)
-	$(MAKE) report
+	$(PY) -m minima run $(OPT_ARGS) --seeds $(SEEDS) --results-dir $(RUNS)
+	$(PY) -m minima compare $(RUNS) results $(OPT_ARGS) --seeds $(SEEDS)
+
+compare: install
+	$(PY) -m minima compare $(RUNS) results
 
 smoke: install
-	$(PY) runner.py run --smoke --force --optimizers $(OPTIMIZERS) --seeds 0 --results-dir $(SMOKE_DIR)
+	$(PY) -m minima run --smoke --force $(OPT_ARGS) --seeds 0 --results-dir $(SMOKE_DIR)
 
 sweep-smoke: install
-	$(PY) sweeps.py launch --name smoke --optimizers $(OPTIMIZERS) --seeds 0 1 --lr-grid none --smoke --results-dir $(SMOKE_DIR)
+	$(PY) -m minima sweep launch --name smoke $(OPT_ARGS) --seeds 0 1 --lr-grid none --smoke \
+	    --results-dir $(SMOKE_DIR)
 
 report: install
-	MPLBACKEND=Agg $(PY) runner.py report
+	MPLBACKEND=Agg $(PY) -m minima report --results $(RESULTS) --report-dir $(REPORT)
 
 facts: install  # the numbers report/report.md and the README quote in prose, recomputed from results/
-	$(PY) report_facts.py
+	$(PY) -m minima facts --results $(RESULTS)
 
 status: install
-	$(PY) runner.py status
+	$(PY) -m minima status --results-dir $(RUNS)
 
-notebooks: install
-	$(PY) notebooks/build_notebooks.py
-	$(PY) notebooks/build_plotting_notebook.py
+notebooks: install  # stamp the optimizer notebooks from notebooks/templates/optimizer.py; pair the rest
+	$(PY) -m minima notebooks
+	$(VENV)/bin/jupytext --sync notebooks/plotting_results.ipynb
 
 benchmarks: install
 	$(PY) benchmarks/bench_training.py

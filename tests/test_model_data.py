@@ -8,7 +8,8 @@ import torch
 import torch.nn.functional as F
 
 import helpers
-from cnn_architectures import LeNet5, avg_pool2, reference_forward
+from cnn_architectures import LeNet5, avg_pool2, fast_forward
+from minima import data
 
 
 def test_lenet5_matches_the_original_architecture():
@@ -21,6 +22,21 @@ def test_lenet5_matches_the_original_architecture():
         model(torch.zeros(3, 1, 28, 28))
 
 
+def _plain(model, x):
+    """The layer-by-layer path, whatever the model's switch says."""
+    fast, model.fast = model.fast, False
+    try:
+        return model(x)
+    finally:
+        model.fast = fast
+
+
+def _grad_and_hvp(model, forward, x, y, v):
+    params = list(model.parameters())
+    g = torch.autograd.grad(F.cross_entropy(forward(model, x), y), params, create_graph=True)
+    return torch.cat([t.flatten() for t in g]), torch.cat([t.flatten() for t in torch.autograd.grad(g, params, v)])
+
+
 def test_fast_forward_is_the_original_function():
     """Logits, gradients and a Hessian-vector product agree with the layer-by-layer computation."""
     torch.manual_seed(0)
@@ -28,17 +44,50 @@ def test_fast_forward_is_the_original_function():
     for p in model.parameters():  # larger weights than at init, so tanh is driven into its curved part
         p.data.mul_(3)
     x, y = torch.rand(50, 1, 32, 32), torch.randint(0, 10, (50,))
-    assert torch.allclose(model(x), reference_forward(model, x), atol=1e-5)
-    params = list(model.parameters())
-    v = [torch.randn_like(p) for p in params]
-
-    def grad_and_hvp(forward):
-        g = torch.autograd.grad(F.cross_entropy(forward(model, x), y), params, create_graph=True)
-        return torch.cat([t.flatten() for t in g]), torch.cat([t.flatten() for t in torch.autograd.grad(g, params, v)])
-
-    (g_fast, hv_fast), (g_ref, hv_ref) = grad_and_hvp(LeNet5.forward), grad_and_hvp(reference_forward)
+    assert torch.allclose(fast_forward(model, x), _plain(model, x), atol=1e-5)
+    v = [torch.randn_like(p) for p in model.parameters()]
+    (g_fast, hv_fast), (g_ref, hv_ref) = (_grad_and_hvp(model, fast_forward, x, y, v),
+                                          _grad_and_hvp(model, _plain, x, y, v))
     assert torch.allclose(g_fast, g_ref, atol=5e-6, rtol=1e-5)
     assert torch.allclose(hv_fast, hv_ref, atol=2e-4, rtol=1e-5)
+
+
+def test_forward_takes_the_fast_path_only_where_it_is_the_same_function():
+    torch.manual_seed(0)
+    model, x = LeNet5(10), torch.rand(4, 1, 32, 32)
+    assert torch.equal(model(x), fast_forward(model, x))            # tanh, no hooks: the fast path
+    torch.manual_seed(0)
+    relu = LeNet5(10, activation="relu")
+    assert not relu.fast and torch.equal(relu(x), _plain(relu, x))  # the identity holds for tanh only
+    with pytest.raises(ValueError, match="unknown activation 'gelu'; valid choices: tanh, relu"):
+        LeNet5(10, activation="gelu")
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_hooks_see_all_five_layers_and_the_same_numbers(fast):
+    """With a forward hook on every submodule, all five layers fire; logits, gradients, an HVP are unchanged."""
+    torch.manual_seed(0)
+    model = LeNet5(10, fast=fast)
+    x, y = torch.rand(20, 1, 32, 32), torch.randint(0, 10, (20,))
+    v = [torch.randn_like(p) for p in model.parameters()]
+    logits, (g, hv) = model(x).detach(), _grad_and_hvp(model, LeNet5.forward, x, y, v)
+    fired = []
+    handles = [m.register_forward_hook(lambda m, i, o, n=name: fired.append(n))
+               for name, m in model.named_modules() if name]
+    try:
+        hooked_logits, (g_h, hv_h) = model(x).detach(), _grad_and_hvp(model, LeNet5.forward, x, y, v)
+    finally:
+        for h in handles:
+            h.remove()
+    assert {"conv1", "conv2", "conv3", "fc1", "fc2"} <= set(fired)
+    assert torch.allclose(hooked_logits, logits, atol=1e-5)
+    assert torch.allclose(g_h, g, atol=5e-6, rtol=1e-5) and torch.allclose(hv_h, hv, atol=2e-4, rtol=1e-5)
+    global_handle = torch.nn.modules.module.register_module_forward_hook(lambda m, i, o: None)
+    try:
+        assert model.hooked()  # a global hook counts too
+    finally:
+        global_handle.remove()
+    assert not model.hooked()
 
 
 def test_avg_pool2_is_average_pooling():
@@ -117,7 +166,7 @@ def test_truncated_idx_file_is_reported(idx_mnist):
 
 def test_missing_data_offline_names_the_way_out(tmp_path, monkeypatch):
     # no files, and downloads refused at once (as on a machine without internet)
-    monkeypatch.setattr(helpers, "_download_mnist", lambda data_dir, timeout_s: "network unreachable")
+    monkeypatch.setattr(data, "_download_mnist", lambda data_dir, timeout_s: "network unreachable")
     with pytest.raises(helpers.StudyError, match="could not be downloaded.*embedded"):
         helpers.load_mnist("torchvision", tmp_path, verbose=False)
     assert helpers.load_mnist("auto", tmp_path, verbose=False).source == "embedded"
@@ -137,7 +186,7 @@ def test_stalled_download_is_bounded(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "MNIST", Stalled)
     t0 = time.perf_counter()
-    assert "no answer within 1 s" == helpers._download_mnist(tmp_path, 1)
+    assert "no answer within 1 s" == data._download_mnist(tmp_path, 1)
     assert time.perf_counter() - t0 < 5
     release.set()
 

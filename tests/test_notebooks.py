@@ -1,18 +1,24 @@
-"""The committed notebooks: no outputs, no definitions, a papermill parameters cell, in sync with their builder."""
+"""The committed notebooks: no outputs, no definitions, a papermill parameters cell, paired with their scripts,
+and the optimizer notebooks stamped from their one template."""
 
+import subprocess
 import sys
 from pathlib import Path
 
+import jupytext
 import nbformat
 import pytest
+
+from minima import notebooks, optimizers
 
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
 
 
-def test_the_design_card_notebooks_exist():
+def test_every_registered_optimizer_and_the_report_have_a_notebook():
     names = {p.stem for p in NOTEBOOKS}
-    assert {"sgd", "adam", "adagrad", "adahessian", "plotting_results"} <= names
+    assert set(optimizers.names()) | {"plotting_results"} <= names
+    assert {"sgd", "adam", "adagrad", "adahessian", "sam"} <= set(optimizers.names())
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
@@ -27,14 +33,37 @@ def test_notebook_is_committed_clean(path):
         assert not any(line.lstrip().startswith(("def ", "class ")) for line in cell.source.splitlines())
 
 
-def test_optimizer_notebooks_match_their_builder(tmp_path):
-    sys.path.insert(0, str(ROOT / "notebooks"))
-    try:
-        import build_notebooks
-    finally:
-        sys.path.pop(0)
-    for name in build_notebooks.ABOUT:
-        built = build_notebooks.build(name)
-        committed = nbformat.read(ROOT / "notebooks" / f"{name}.ipynb", as_version=4)
-        assert [c.source for c in built.cells] == [c.source for c in committed.cells], \
-            f"notebooks/{name}.ipynb is stale: run `make notebooks`"
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_and_its_script_are_in_sync(path):
+    script = path.with_suffix(".py")
+    assert script.exists(), f"{path.name} has no paired {script.name}: run `jupytext --sync {path}`"
+    paired = jupytext.read(script)
+    committed = nbformat.read(path, as_version=4)
+    assert [(c.cell_type, c.source) for c in paired.cells] == [(c.cell_type, c.source) for c in committed.cells], \
+        f"{path.name} and {script.name} differ: run `jupytext --sync notebooks/{path.name}`"
+
+
+@pytest.mark.parametrize("name", optimizers.names())
+def test_optimizer_notebook_is_its_template_stamp(name):
+    committed = (ROOT / "notebooks" / f"{name}.py").read_text()
+    assert committed == notebooks.stamp(name), \
+        f"notebooks/{name}.py differs from the template: edit notebooks/templates/optimizer.py, run `make notebooks`"
+
+
+def test_stamping_leaves_an_edited_notebook_alone(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(notebooks, "NOTEBOOKS", tmp_path)
+    assert notebooks.write_notebooks(["sgd", "adam"]) == []
+    edited = tmp_path / "adam.py"
+    edited.write_text(edited.read_text() + "\n# %%\nprint('my edit')\n")
+    assert notebooks.write_notebooks(["sgd", "adam"]) == ["adam"]
+    assert "my edit" in edited.read_text()
+    assert "left alone: notebooks/adam.py differs" in capsys.readouterr().out
+    notebooks.write_notebooks(["adam"], force=True)
+    assert "my edit" not in edited.read_text()
+    assert jupytext.read(tmp_path / "adam.ipynb").cells[1].source.startswith("# Parameters")
+
+
+def test_ruff_is_clean():
+    ruff = Path(sys.executable).with_name("ruff")
+    out = subprocess.run([str(ruff), "check", str(ROOT)], capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stdout + out.stderr

@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import report
+from minima import runs
+from minima.report import build as report_build
+from minima.report import collection, facts, tables
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIMIZERS, SEEDS = ("sgd", "adam"), (0, 1)
@@ -80,7 +82,8 @@ def write_run(root, optimizer, seed, rng, *, status="ok", done=True) -> dict:
     _write(run / "sharpness.csv", sharp.to_csv(index=False))
     top = sorted(rng.uniform(0.5, 20, 5), reverse=True)
     py = [top[0] * 1.01, -top[1] if seed == 0 else top[1]]
-    sensitivity = [{"batch": b, "n_samples": n, "lambda1": float(rng.uniform(1, 20)), "lambda2": float(rng.uniform(0.1, 1)),
+    sensitivity = [{"batch": b, "n_samples": n, "lambda1": float(rng.uniform(1, 20)),
+                    "lambda2": float(rng.uniform(0.1, 1)),
                     "residual1": 1e-5, "residual2": 1e-5, "converged": True, "trace": float(rng.uniform(50, 100)),
                     "trace_stderr": 1.0, "trace_samples": 20} for b, n in (("100", 100), ("1000", 1000), ("full", 400))]
     curvature = {"hessian_batch_size": 100, "top_eigenvalues": top, "residuals": [1e-5, 3e-5, 1e-5, 1e-5, 1e-5],
@@ -113,7 +116,7 @@ def built(tmp_path_factory):
     write_run(results, "adam", 2, rng, status="diverged")
     write_run(results, "sgd", 5, rng, done=False)  # incomplete: must not count
     write_run(results / "sweeps" / "lr" / "sgd-lr0.05", "sgd", 0, rng)  # sweeps are not part of the report
-    out = report.build(results_dir=str(results), report_dir=str(base / "report"), parameters=SMALL)
+    out = report_build.build(results_dir=str(results), report_dir=str(base / "report"), parameters=SMALL)
     return {"results": results, "report": base / "report", "truth": truth, "out": out}
 
 
@@ -140,7 +143,7 @@ def check_mean_sd(cell, values):
 
 def test_build_writes_every_figure_table_and_the_executed_notebook(built):
     rep = built["report"]
-    for name in report.FIGURES:
+    for name in report_build.FIGURES:
         for fmt in ("png", "pdf"):
             path = rep / "figures" / f"{name}.{fmt}"
             assert path.exists() and path.stat().st_size > 0, path
@@ -155,7 +158,7 @@ def test_build_writes_every_figure_table_and_the_executed_notebook(built):
 def test_accuracy_table_equals_a_recomputation_from_the_fixture(built):
     table = markdown_table(built["report"] / "tables" / "accuracy.md").set_index("optimizer")
     for opt in OPTIMIZERS:
-        row = table.loc[report.LABELS[opt]]
+        row = table.loc[collection.LABELS[opt]]
         assert int(row["n"]) == len(SEEDS)
         for key in ("train_accuracy", "test_accuracy"):
             check_mean_sd(row[key.replace("_accuracy", " acc")], [built["truth"][opt, s]["final"][key] for s in SEEDS])
@@ -171,7 +174,7 @@ def test_spectrum_table_equals_a_recomputation_from_the_fixture(built):
     table = markdown_table(built["report"] / "tables" / "spectrum.md").set_index("optimizer")
     truth = built["truth"]
     for opt in OPTIMIZERS:
-        row = table.loc[report.LABELS[opt]]
+        row = table.loc[collection.LABELS[opt]]
         curv = [truth[opt, s]["curvature"] for s in SEEDS]
         spec = [truth[opt, s]["spectrum"] for s in SEEDS]
         check_mean_sd(row["λ1"], [c["top_eigenvalues"][0] for c in curv])
@@ -191,7 +194,7 @@ def test_per_class_sensitivity_and_pyhessian_tables(built):
     rep, truth = built["report"], built["truth"]
     per_class = markdown_table(rep / "tables" / "per_class.md").set_index("digit")
     for opt in OPTIMIZERS:
-        column = per_class[f"{report.LABELS[opt]} (n={len(SEEDS)})"]
+        column = per_class[f"{collection.LABELS[opt]} (n={len(SEEDS)})"]
         for digit in (0, 3, 9):
             check_mean_sd(column[str(digit)], [truth[opt, s]["final"]["test_per_class_accuracy"][digit] for s in SEEDS])
     sens = markdown_table(rep / "tables" / "sensitivity.md")
@@ -202,20 +205,21 @@ def test_per_class_sensitivity_and_pyhessian_tables(built):
     check_mean_sd(row["trace"], [b["trace"] for b in full])
     assert list(sens[sens.optimizer == "Adam"]["Hessian batch"]) == ["100", "1000", "full"]
     py = markdown_table(rep / "tables" / "pyhessian.md").set_index("optimizer")
-    check_mean_sd(py.loc["Adam", "PyHessian λ1"], [truth["adam", s]["curvature"]["pyhessian"]["eigenvalues"][0] for s in SEEDS])
+    check_mean_sd(py.loc["Adam", "PyHessian λ1"],
+                  [truth["adam", s]["curvature"]["pyhessian"]["eigenvalues"][0] for s in SEEDS])
     assert py.loc["SGD", "PyHessian λ2 < 0"] == "1/2"  # seed 0's deflated answer is negative
     assert py.loc["SGD", "PyHessian max residual"] == "5.0e-01"
     assert py.loc["SGD", "original λ1, λ2"] == "0.6189, 0.2001" and py.loc["Adam", "original λ1, λ2"] == "—"
 
 
 def test_incomplete_folder_ignored_and_diverged_run_counted_not_averaged(built, capsys):
-    frames = report.collect(built["results"])
+    frames = collection.collect(built["results"])
     assert "sgd/seed5" in capsys.readouterr().out.replace("\\", "/")  # the printed note names it
     runs = frames["runs"]
     assert sorted(zip(runs.optimizer, runs.seed)) == [("adam", 0), ("adam", 1), ("adam", 2), ("sgd", 0), ("sgd", 1)]
     assert runs.set_index(["optimizer", "seed"]).loc[("adam", 2), "status"] == "diverged"
     assert ("sgd", 5) not in set(zip(frames["per_class"].optimizer, frames["per_class"].seed))
-    assert set(report.only_ok(frames["history"], frames).seed[lambda s: s == 2]) == set()  # figures skip it
+    assert set(collection.only_ok(frames["history"], frames).seed[lambda s: s == 2]) == set()  # figures skip it
     acc = markdown_table(built["report"] / "tables" / "accuracy.md").set_index("optimizer")
     check_mean_sd(acc.loc["Adam", "test acc"], [built["truth"]["adam", s]["final"]["test_accuracy"] for s in SEEDS])
     assert "Adam 1" in (built["report"] / "tables" / "per_class.md").read_text()  # every table notes the divergence
@@ -225,8 +229,8 @@ def test_tables_when_every_run_diverged(tmp_path):
     rng = np.random.default_rng(2)
     for opt in OPTIMIZERS:
         write_run(tmp_path, opt, 0, rng, status="diverged")
-    frames = report.collect(tmp_path)
-    report.write_tables(frames, tmp_path / "tables")
+    frames = collection.collect(tmp_path)
+    tables.write_tables(frames, tmp_path / "tables")
     acc = markdown_table(tmp_path / "tables" / "accuracy.md").set_index("optimizer")
     assert list(acc["n"]) == ["0", "0"] and list(acc["diverged"]) == ["1", "1"] and list(acc["test acc"]) == ["—", "—"]
     assert "No run that finished" in (tmp_path / "tables" / "spectrum.md").read_text()
@@ -234,14 +238,13 @@ def test_tables_when_every_run_diverged(tmp_path):
 
 @pytest.mark.parametrize("layout", ["empty", "missing", "only-incomplete"])
 def test_no_complete_runs_is_one_clear_error(tmp_path, layout):
-    import helpers
     results = tmp_path / "results"
     if layout != "missing":
         results.mkdir()
     if layout == "only-incomplete":
         write_run(results, "sgd", 0, np.random.default_rng(1), done=False)
-    with pytest.raises(helpers.StudyError) as err:
-        report.build(results_dir=str(results), report_dir=str(tmp_path / "report"))
+    with pytest.raises(runs.StudyError) as err:
+        report_build.build(results_dir=str(results), report_dir=str(tmp_path / "report"))
     message = str(err.value)
     assert "\n" not in message and ("no complete runs" in message or "does not exist" in message)
     assert not (tmp_path / "report").exists()
@@ -258,19 +261,10 @@ def test_plotting_notebook_is_thin_parameterised_and_without_outputs():
     for cell in code:
         assert not cell.outputs and cell.execution_count is None
         assert not re.search(r"^\s*(def|class)\s", cell.source, flags=re.M), cell.source
-    import importlib.util
-    spec = importlib.util.spec_from_file_location("builder", ROOT / "notebooks" / "build_plotting_notebook.py")
-    builder = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(builder)
-    assert [c.source for c in builder.build().cells] == [c.source for c in nb.cells]  # committed copy is current
 
 
-def test_report_facts_recompute_the_numbers_quoted_in_prose(built, capsys, monkeypatch):
-    import sys
-
-    import report_facts
-    monkeypatch.setattr(sys, "argv", ["report_facts.py", "--results", str(built["results"])])
-    report_facts.main()
+def test_report_facts_recompute_the_numbers_quoted_in_prose(built, capsys):
+    facts.print_facts(built["results"])
     out = capsys.readouterr().out
     truth = built["truth"]
     assert "4 complete runs that did not diverge" in out  # the diverged, incomplete and sweep runs are left out

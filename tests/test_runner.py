@@ -3,23 +3,28 @@
 import json
 
 import pytest
-import runner
+import torch
 
 import helpers
+from minima import data, optimizers, runs
+from minima.__main__ import main
 
-OPTIMIZERS = ["sgd", "adam", "adagrad", "adahessian"]
+OPTIMIZERS = ["sgd", "adam", "adagrad", "adahessian", "sam"]
 
 
 def _run(capsys, *argv):
-    rc = runner.main(["run", *argv])
+    rc = main(["run", *argv])
     return rc, capsys.readouterr().err
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--optimizers", "rmsprop"], "unknown optimizer 'rmsprop'; valid choices: sgd, adam, adagrad, adahessian"),
+    (["--optimizers", "rmsprop"], "unknown optimizer 'rmsprop'; valid choices: sgd, adam, adagrad, adahessian, sam"),
     (["--set", "lr=0"], "lr must be a positive number, got 0"),
     (["--set", "lr=-0.1"], "lr must be a positive number, got -0.1"),
-    (["--set", "momentum=0.9"], "unknown hyperparameter(s) momentum for sgd; valid choices: lr"),
+    (["--set", "mometum=0.9"], "unknown hyperparameter(s) mometum for sgd; valid choices: lr, momentum, dampening, "
+                                "weight_decay, nesterov, maximize, foreach, differentiable, fused"),
+    (["--set", "nesterov=true"], "sgd refuses hyperparameters {'nesterov': True}: Nesterov momentum requires a "
+                                 "momentum and zero dampening"),
     (["--batch-size", "0"], "batch size must be a positive integer, got 0"),
     (["--epochs", "-3"], "epochs must be a positive integer, got -3"),
     (["--data-source", "kaggle"], "unknown data source 'kaggle'; valid choices: auto, torchvision, embedded"),
@@ -33,7 +38,7 @@ def test_bad_input_is_one_clear_line(tmp_path, capsys, argv, message):
 
 def test_non_integer_seed_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
-        runner.main(["run", "--seeds", "1.5", "--results-dir", str(tmp_path)])
+        main(["run", "--seeds", "1.5", "--results-dir", str(tmp_path)])
     assert exit_.value.code == 2
     assert "seed must be an integer, got '1.5'" in capsys.readouterr().err
     with pytest.raises(helpers.StudyError, match="seed must be an integer"):
@@ -41,7 +46,7 @@ def test_non_integer_seed_is_refused(tmp_path, capsys):
 
 
 def test_torchvision_forced_offline_is_refused_before_anything_starts(tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(helpers, "_download_mnist", lambda data_dir, timeout_s: "network unreachable")
+    monkeypatch.setattr(data, "_download_mnist", lambda data_dir, timeout_s: "network unreachable")
     rc, err = _run(capsys, "--data-source", "torchvision", "--data-dir", str(tmp_path / "data"),
                    "--results-dir", str(tmp_path / "results"))
     assert rc == 2
@@ -52,7 +57,7 @@ def test_torchvision_forced_offline_is_refused_before_anything_starts(tmp_path, 
 def test_corrupted_mnist_is_refused(tmp_path, capsys):
     raw = tmp_path / "data" / "MNIST" / "raw"
     raw.mkdir(parents=True)
-    for name in helpers.MNIST_FILES:
+    for name in data.MNIST_FILES:
         (raw / name).write_bytes(b"\x00\x00\x08\x01" + (3).to_bytes(4, "big") + b"abc")
     (raw / "t10k-labels-idx1-ubyte.gz").write_bytes(b"tampered")
     rc, err = _run(capsys, "--data-source", "torchvision", "--data-dir", str(tmp_path / "data"),
@@ -74,7 +79,7 @@ EXPECTED_FILES = ["config.json", "history.csv", "final.json", "model.pt", "spect
 @pytest.fixture(scope="module")
 def smoke_results(tmp_path_factory):
     results = tmp_path_factory.mktemp("results")
-    rc = runner.main(["run", "--smoke", "--quiet", "--data-source", "embedded", "--optimizers", *OPTIMIZERS,
+    rc = main(["run", "--smoke", "--quiet", "--data-source", "embedded", "--optimizers", *OPTIMIZERS,
                       "--seeds", "0", "--results-dir", str(results)])
     return rc, results
 
@@ -90,17 +95,30 @@ def test_every_notebook_runs_in_smoke_mode(smoke_results, optimizer):
     assert {"versions", "device", "git_commit"} <= set(config["provenance"])
     final = json.loads((run_dir / "final.json").read_text())
     assert final["status"] == "ok" and 0 <= final["test_accuracy"] <= 1
-    weights = helpers.load_torch(run_dir / "model.pt")
+    weights = runs.load_torch(run_dir / "model.pt")
     assert sum(t.numel() for t in weights.values()) == 61_706
     assert not (run_dir / "checkpoint.pt").exists()  # resume state is dropped once the run is complete
+    assert not (run_dir / "lock").exists()  # and the lock is given up
 
 
 def test_finished_runs_are_skipped_and_status_lists_them(smoke_results, capsys):
     rc, results = smoke_results
     done_before = (results / "sgd" / "seed0" / "done").stat().st_mtime_ns
-    assert runner.main(["run", "--smoke", "--quiet", "--data-source", "embedded", "--optimizers", "sgd",
+    assert main(["run", "--smoke", "--quiet", "--data-source", "embedded", "--optimizers", "sgd",
                         "--results-dir", str(results)]) == 0
     assert "skipped" in capsys.readouterr().out
     assert (results / "sgd" / "seed0" / "done").stat().st_mtime_ns == done_before
-    counts = runner.print_status(results)
-    assert counts["done"] == 4
+    counts = runs.print_status(results)
+    assert counts["done"] == len(OPTIMIZERS)
+
+
+def test_any_constructor_keyword_reaches_the_optimizer(tmp_path):
+    config = helpers.make_config("sgd", 0, overrides={"momentum": 0.9, "nesterov": True}, results_dir=tmp_path)
+    assert config["hyperparameters"] == {"lr": 0.1, "momentum": 0.9, "nesterov": True}
+    model = torch.nn.Linear(2, 1)
+    opt = optimizers.make_optimizer("sgd", model, config["hyperparameters"])
+    assert isinstance(opt, torch.optim.SGD)
+    assert opt.param_groups[0]["momentum"] == 0.9 and opt.param_groups[0]["nesterov"] is True
+    sam = helpers.make_config("sam", 0, overrides={"momentum": 0.5, "rho": 0.1}, results_dir=tmp_path)
+    opt = optimizers.make_optimizer("sam", model, sam["hyperparameters"])
+    assert opt.base_optimizer.param_groups[0]["momentum"] == 0.5 and opt.param_groups[0]["rho"] == 0.1

@@ -11,15 +11,19 @@ import numpy as np
 import pandas as pd
 import psutil
 import pytest
-import runner
 import submitit
-import sweeps
 
 import helpers
 import params
+from minima import lock as run_lock
+from minima import runs
+from minima.sweeps import cli, jobs, launch, plan
+from minima.sweeps import slurm as slurm_module
 
 SMOKE = dict(smoke=True, data_source="embedded", lr_grid=None, progress=False, poll_s=0.2)
-FAILING = {"adagrad": [{"lr_decay": -1.0}]}  # passes make_config, and torch's Adagrad refuses it inside the notebook
+# Passes make_config (Adagrad accepts it when built), and Adagrad's first step fails inside the notebook.
+FAILING = {"adagrad": [{"differentiable": True}]}
+FAILURE = "RuntimeError: a leaf Variable that requires grad is being used in an in-place operation."
 KILL_EPOCHS = 8  # long enough a smoke run to kill between two epoch checkpoints
 
 
@@ -30,11 +34,11 @@ def _timestamp(text):
 # ---------------------------------------------------------------- plan and command line (no runs)
 
 def test_plan_is_the_params_grid_with_overrides_recorded(tmp_path):
-    configs = sweeps.plan_sweep("grid", ["sgd", "adam"], [0, 1], results_dir=tmp_path)
+    configs = plan.plan_sweep("grid", ["sgd", "adam"], [0, 1], results_dir=tmp_path)
     assert len(configs) == 2 * len(params.LR_GRID_FACTORS) * 2
     for opt in ("sgd", "adam"):
         lrs = sorted({c["overrides"]["lr"] for c in configs if c["optimizer"] == opt})
-        assert lrs == pytest.approx([params.OPTIMIZERS[opt]["lr"] * f for f in params.LR_GRID_FACTORS], rel=1e-5)
+        assert lrs == pytest.approx([{'sgd': 0.1, 'adam': 0.001}[opt] * f for f in params.LR_GRID_FACTORS], rel=1e-5)
     for c in configs:
         assert c["sweep"] == "grid" and c["hyperparameters"]["lr"] == c["overrides"]["lr"]
         assert c["data"]["validation_size"] == params.VALIDATION_SIZE
@@ -42,12 +46,12 @@ def test_plan_is_the_params_grid_with_overrides_recorded(tmp_path):
     dirs = {helpers.run_dir_for(c) for c in configs}
     assert root / "sgd-lr0.01" / "seed0" in dirs and root / "adam-lr0.000316" / "seed1" in dirs
 
-    explicit = sweeps.plan_sweep("x", ["sgd", "adam"], [0], lr_grid={"sgd": [0.05, 0.05, 0.2]}, smoke=True,
+    explicit = plan.plan_sweep("x", ["sgd", "adam"], [0], lr_grid={"sgd": [0.05, 0.05, 0.2]}, smoke=True,
                                  results_dir=tmp_path)
     assert [c["overrides"] for c in explicit if c["optimizer"] == "sgd"] == [{"lr": 0.05}, {"lr": 0.2}]
     assert len([c for c in explicit if c["optimizer"] == "adam"]) == len(params.LR_GRID_FACTORS)
     assert explicit[0]["data"]["validation_size"] == params.SMOKE["validation_size"] < params.SMOKE["train_size"]
-    default = sweeps.plan_sweep("d", ["adagrad"], [3], lr_grid=None, results_dir=tmp_path)
+    default = plan.plan_sweep("d", ["adagrad"], [3], lr_grid=None, results_dir=tmp_path)
     assert [(c["overrides"], helpers.run_dir_for(c).parent.name) for c in default] == [({}, "adagrad-default")]
 
 
@@ -68,7 +72,7 @@ def test_plan_is_the_params_grid_with_overrides_recorded(tmp_path):
 def test_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys, monkeypatch, argv, message):
     monkeypatch.setenv("PATH", str(tmp_path))  # no srun here, even on a Slurm login node
     try:
-        rc = sweeps.main(argv + ["--results-dir", str(tmp_path)])
+        rc = cli.main(argv + ["--results-dir", str(tmp_path)])
     except SystemExit as stop:  # argparse's own refusals
         rc = stop.code
     err = capsys.readouterr().err
@@ -78,7 +82,7 @@ def test_bad_input_is_one_error_line_and_exit_2(tmp_path, capsys, monkeypatch, a
 
 
 def test_dry_run_prints_the_runs_and_the_array_script(tmp_path, capsys):
-    rc = sweeps.main(["launch", "--name", "dry", "--optimizers", "sgd", "adam", "--seeds", "0", "1", "--lr-grid",
+    rc = cli.main(["launch", "--name", "dry", "--optimizers", "sgd", "adam", "--seeds", "0", "1", "--lr-grid",
                       "none", "--launcher", "slurm", "--dry-run", "--max-parallel", "3", "--partition", "gpu",
                       "--results-dir", str(tmp_path)])
     out = capsys.readouterr().out
@@ -90,9 +94,9 @@ def test_dry_run_prints_the_runs_and_the_array_script(tmp_path, capsys):
 # ---------------------------------------------------------------- the Slurm path, without a cluster
 
 def test_slurm_parameters_make_the_sbatch_file_submitit_would_write(tmp_path):
-    slurm = sweeps.slurm_parameters("lr", partition="gpu", time_min=90, gpus=2, cpus=8, mem_gb=12, max_parallel=5)
+    slurm = slurm_module.slurm_parameters("lr", partition="gpu", time_min=90, gpus=2, cpus=8, mem_gb=12, max_parallel=5)
     folder = tmp_path / ".submitit"
-    script = sweeps.sbatch_script(slurm, folder, 20)
+    script = slurm_module.sbatch_script(slurm, folder, 20)
     for line in ("#SBATCH --array=0-19%5", "#SBATCH --partition=gpu", "#SBATCH --time=90", "#SBATCH --gpus-per-node=2",
                  "#SBATCH --cpus-per-task=8", "#SBATCH --mem=12GB", "#SBATCH --job-name=sweep-lr",
                  f"#SBATCH --output={folder}/%A_%a_0_log.out", "#SBATCH --signal=USR2@"):
@@ -107,7 +111,7 @@ def test_slurm_parameters_make_the_sbatch_file_submitit_would_write(tmp_path):
     real.update_parameters(**slurm)  # submitit validates every parameter here
     real.parameters["map_count"] = 20  # what its job-array submission sets
     assert real._make_submission_file_text(real._submitit_command_str, "uid") == script
-    assert "--array" not in sweeps.sbatch_script(slurm, folder, 1)  # one run is a plain job
+    assert "--array" not in slurm_module.sbatch_script(slurm, folder, 1)  # one run is a plain job
 
 
 def test_slurm_launch_submits_one_array_and_collects_its_outcomes(tmp_path, monkeypatch):
@@ -125,42 +129,42 @@ def test_slurm_launch_submits_one_array_and_collects_its_outcomes(tmp_path, monk
             return super()._internal_process_submissions(delayed)
 
     def execute_run(config, **kwargs):  # the notebook itself is exercised by the local sweeps below
-        log = helpers.run_dir_for(config) / "job.log"
-        before = log.stat().st_mtime_ns
+        lock = helpers.run_dir_for(config) / "lock"
+        before = lock.stat().st_mtime_ns
         time.sleep(0.2)
-        beats = log.stat().st_mtime_ns > before  # the heartbeat keeps a quiet run looking alive
+        beats = lock.stat().st_mtime_ns > before  # the job holds the run's lock, whose heartbeat keeps it alive
         calls.append((config["optimizer"], config["seed"], os.environ.get("OMP_NUM_THREADS"), beats))
         return "failed: ValueError: no good" if config["seed"] == 1 else "done"
 
     monkeypatch.setattr(submitit, "SlurmExecutor", FakeSlurm)
-    monkeypatch.setattr(runner, "execute_run", execute_run)
-    monkeypatch.setattr(sweeps, "HEARTBEAT_S", 0.02)
+    monkeypatch.setattr(jobs, "execute_run", execute_run)
+    monkeypatch.setattr(run_lock, "HEARTBEAT_S", 0.02)
     slurm = dict(partition="cpu", time_min=30, gpus=0, cpus=3, mem_gb=4)
-    out = sweeps.launch_sweep("cluster", ["sgd", "adam"], [0, 1], launcher="slurm", slurm=slurm, max_parallel=2,
+    out = launch.launch_sweep("cluster", ["sgd", "adam"], [0, 1], launcher="slurm", slurm=slurm, max_parallel=2,
                               results_dir=tmp_path, **SMOKE)
     assert out == {"sgd-default/seed0": "done", "sgd-default/seed1": "failed: ValueError: no good",
                    "adam-default/seed0": "done", "adam-default/seed1": "failed: ValueError: no good"}
     (ex,) = made
-    assert ex.arrays == [4] and ex.max_num_timeout == sweeps.SLURM_REQUEUES  # one array of every run
-    assert ex.parameters == sweeps.slurm_parameters("cluster", max_parallel=2, **slurm)
-    assert ex.folder == sweeps.sweep_dir("cluster", tmp_path) / ".submitit"
+    assert ex.arrays == [4] and ex.max_num_timeout == slurm_module.SLURM_REQUEUES  # one array of every run
+    assert ex.parameters == slurm_module.slurm_parameters("cluster", max_parallel=2, **slurm)
+    assert ex.folder == plan.sweep_dir("cluster", tmp_path) / ".submitit"
     assert sorted(calls) == [(o, s, "3", True) for o in ("adam", "sgd") for s in (0, 1)]  # --cpus: torch threads
-    status = {run: (s, d) for run, s, d in sweeps.sweep_status("cluster", tmp_path)}
+    status = {run: (s, d) for run, s, d in plan.sweep_status("cluster", tmp_path)}
     assert status["adam-default/seed1"] == ("failed", "ValueError: no good")  # the launcher recorded it
 
 
 # ---------------------------------------------------------------- real local sweeps
 
 def test_local_sweep_runs_jobs_in_parallel_and_a_relaunch_runs_nothing(tmp_path):
-    out = sweeps.launch_sweep("par", ["sgd", "adam"], [0, 1], max_parallel=2, results_dir=tmp_path, **SMOKE)
+    out = launch.launch_sweep("par", ["sgd", "adam"], [0, 1], max_parallel=2, results_dir=tmp_path, **SMOKE)
     assert out == {f"{o}-default/seed{s}": "done" for o in ("sgd", "adam") for s in (0, 1)}
-    root = sweeps.sweep_dir("par", tmp_path)
+    root = plan.sweep_dir("par", tmp_path)
     dones = sorted(root.glob("*/seed*/done"))
     assert len(dones) == 4
     spans, pids = [], set()
     for done in dones:
-        cfg = helpers.load_json(done.parent / "config.json")
-        assert cfg["provenance"]["device"]["torch_threads"] == max(1, sweeps.usable_cores() // 2)
+        cfg = runs.load_json(done.parent / "config.json")
+        assert cfg["provenance"]["device"]["torch_threads"] == max(1, plan.usable_cores() // 2)
         assert cfg["data"]["n_validation"] == params.SMOKE["validation_size"]
         assert "val_accuracy" in pd.read_csv(done.parent / "history.csv")
         spans.append((_timestamp(cfg["provenance"]["started"]), _timestamp(done.read_text())))
@@ -169,11 +173,11 @@ def test_local_sweep_runs_jobs_in_parallel_and_a_relaunch_runs_nothing(tmp_path)
     most_at_once = max(sum(a <= t < b for a, b in spans) for t, _ in spans)
     assert most_at_once == 2  # two jobs ran at the same time, never more
 
-    assert [s for _, s, _ in sweeps.sweep_status("par", tmp_path)] == ["done"] * 4
-    table = sweeps.collect("par", tmp_path)
+    assert [s for _, s, _ in plan.sweep_status("par", tmp_path)] == ["done"] * 4
+    table = cli.collect("par", tmp_path)
     for opt in ("sgd", "adam"):
         row = table[table.optimizer == opt].iloc[0]
-        finals = [helpers.load_json(root / f"{opt}-default" / f"seed{s}" / "final.json")["test_accuracy"]
+        finals = [runs.load_json(root / f"{opt}-default" / f"seed{s}" / "final.json")["test_accuracy"]
                   for s in (0, 1)]
         assert row.done == 2 and row.best
         assert row.test_accuracy_mean == pytest.approx(np.mean(finals))
@@ -181,17 +185,17 @@ def test_local_sweep_runs_jobs_in_parallel_and_a_relaunch_runs_nothing(tmp_path)
     assert (root / "summary.md").exists() and len(pd.read_csv(root / "summary.csv")) == 2
 
     mtimes = [d.stat().st_mtime_ns for d in dones]
-    again = sweeps.launch_sweep("par", ["sgd", "adam"], [0, 1], max_parallel=2, results_dir=tmp_path, **SMOKE)
+    again = launch.launch_sweep("par", ["sgd", "adam"], [0, 1], max_parallel=2, results_dir=tmp_path, **SMOKE)
     assert set(again.values()) == {"skipped"}
     assert [d.stat().st_mtime_ns for d in dones] == mtimes
 
 
 def test_a_job_that_raises_is_reported_with_its_error_line(tmp_path):
-    root = sweeps.sweep_dir("raise", tmp_path)
+    root = plan.sweep_dir("raise", tmp_path)
     root.mkdir(parents=True)
     (root / "sgd-default").write_text("a file where the run folder's parent should be\n")
-    out = sweeps.launch_sweep("raise", ["sgd"], [0], results_dir=tmp_path, **SMOKE)
-    assert re.fullmatch(r"failed: (helpers\.)?StudyError: results folder .*sgd-default/seed0 is not writable .*",
+    out = launch.launch_sweep("raise", ["sgd"], [0], results_dir=tmp_path, **SMOKE)
+    assert re.fullmatch(r"failed: (minima\.runs\.)?StudyError: results folder .*sgd-default/seed0 is not writable .*",
                         out["sgd-default/seed0"])
 
 
@@ -209,11 +213,11 @@ def _kill_job_tree(controller_pid):
 
 def test_a_failure_blocks_nothing_and_a_killed_run_resumes_alone(tmp_path):
     kw = dict(settings=FAILING, epochs=KILL_EPOCHS, max_parallel=2, results_dir=tmp_path, **SMOKE)
-    root = sweeps.sweep_dir("resume", tmp_path)
+    root = plan.sweep_dir("resume", tmp_path)
     victim = root / "sgd-default" / "seed0"
     first = {}
     launcher = threading.Thread(
-        target=lambda: first.update(sweeps.launch_sweep("resume", ["sgd", "adagrad"], [0, 1], **kw)))
+        target=lambda: first.update(launch.launch_sweep("resume", ["sgd", "adagrad"], [0, 1], **kw)))
     launcher.start()
     deadline = time.time() + 240
     while not (victim / "checkpoint.pt").exists():
@@ -221,7 +225,7 @@ def test_a_failure_blocks_nothing_and_a_killed_run_resumes_alone(tmp_path):
         time.sleep(0.05)
     controller = int(re.search(r"=== job (\d+)", (victim / "job.log").read_text()).group(1))
     _kill_job_tree(controller)
-    epochs_at_kill = helpers.load_torch(victim / "checkpoint.pt")["epoch"]
+    epochs_at_kill = runs.load_torch(victim / "checkpoint.pt")["epoch"]
     launcher.join(timeout=240)
     assert not launcher.is_alive()
     assert 1 <= epochs_at_kill < KILL_EPOCHS and not helpers.is_done(victim)
@@ -229,14 +233,14 @@ def test_a_failure_blocks_nothing_and_a_killed_run_resumes_alone(tmp_path):
     assert first["sgd-default/seed0"].startswith("failed: the job ended without a result")
     assert first["sgd-default/seed1"] == "done"
     for seed in (0, 1):
-        assert first[f"adagrad-lr_decay-1/seed{seed}"] == "failed: ValueError: Invalid lr_decay value: -1.0"
-    status = {run: (s, detail) for run, s, detail in sweeps.sweep_status("resume", tmp_path)}
-    assert status["adagrad-lr_decay-1/seed1"] == ("failed", "ValueError: Invalid lr_decay value: -1.0")
+        assert first[f"adagrad-differentiableTrue/seed{seed}"] == "failed: " + FAILURE
+    status = {run: (s, detail) for run, s, detail in plan.sweep_status("resume", tmp_path)}
+    assert status["adagrad-differentiableTrue/seed1"] == ("failed", FAILURE)
     assert status["sgd-default/seed0"][0] == "failed" and "without a result" in status["sgd-default/seed0"][1]
     assert status["sgd-default/seed1"][0] == "done"
 
     kept = (root / "sgd-default" / "seed1" / "done").stat().st_mtime_ns
-    second = sweeps.launch_sweep("resume", ["sgd"], [0, 1], **kw)  # a relaunch may name part of the sweep
+    second = launch.launch_sweep("resume", ["sgd"], [0, 1], **kw)  # a relaunch may name part of the sweep
     assert second == {"sgd-default/seed0": "done", "sgd-default/seed1": "skipped"}
     assert (root / "sgd-default" / "seed1" / "done").stat().st_mtime_ns == kept  # not run again
     assert f"after epoch {epochs_at_kill}" in (victim / "job.log").read_text()  # resumed, not restarted
@@ -250,18 +254,18 @@ def _fake_run(cfg, *, val, test, status="ok"):
     """A finished run folder as the notebook leaves it: config, history with validation, final.json, done."""
     run_dir = helpers.run_dir_for(cfg)
     run_dir.mkdir(parents=True)
-    helpers.save_json(run_dir / "config.json", cfg)
-    helpers.save_csv(run_dir / "history.csv", [{"epoch": 1, "val_accuracy": 0.1, "test_accuracy": 0.1},
+    runs.save_json(run_dir / "config.json", cfg)
+    runs.save_csv(run_dir / "history.csv", [{"epoch": 1, "val_accuracy": 0.1, "test_accuracy": 0.1},
                                                {"epoch": 2, "val_accuracy": val, "test_accuracy": test}])
-    helpers.save_json(run_dir / "final.json", {"status": status, "test_accuracy": test if status == "ok" else None,
+    runs.save_json(run_dir / "final.json", {"status": status, "test_accuracy": test if status == "ok" else None,
                                                "diverged_at": {"epoch": 2, "step": 7} if status != "ok" else None})
-    helpers.mark_done(run_dir)
+    runs.mark_done(run_dir)
 
 
 def test_collect_picks_the_best_lr_on_mean_validation_accuracy(tmp_path):
-    configs = sweeps.plan_sweep("tab", ["sgd", "adam"], [0, 1, 2], lr_grid={"sgd": [0.05, 0.1], "adam": [0.001, 0.01]},
+    configs = plan.plan_sweep("tab", ["sgd", "adam"], [0, 1, 2], lr_grid={"sgd": [0.05, 0.1], "adam": [0.001, 0.01]},
                                 results_dir=tmp_path)
-    sweeps.record_plan("tab", configs, {})
+    plan.record_plan("tab", configs, {})
     val = {("sgd", 0.05): [0.90, 0.92, 0.91], ("sgd", 0.1): [0.95, 0.93, 0.94],
            ("adam", 0.001): [0.96, 0.96, 0.95], ("adam", 0.01): [0.99, 0.98, None]}
     for cfg in configs:
@@ -270,14 +274,14 @@ def test_collect_picks_the_best_lr_on_mean_validation_accuracy(tmp_path):
             _fake_run(cfg, val=v, test=v - 0.01)
         else:
             _fake_run(cfg, val=float("nan"), test=float("nan"), status="diverged")
-    table = sweeps.collect("tab", tmp_path).set_index(["optimizer", "lr"])
+    table = cli.collect("tab", tmp_path).set_index(["optimizer", "lr"])
     assert table.loc[("sgd", 0.1), "val_accuracy_mean"] == pytest.approx(0.94)
     assert table.loc[("sgd", 0.1), "val_accuracy_sd"] == pytest.approx(np.std([0.95, 0.93, 0.94], ddof=1))
     assert table.loc[("sgd", 0.1), "test_accuracy_mean"] == pytest.approx(0.93)
     assert table.loc[("adam", 0.01), ["done", "diverged"]].tolist() == [2, 1]
     best = table[table.best].index.tolist()
     assert best == [("sgd", 0.1), ("adam", 0.001)]  # adam 0.01 has the higher mean, but a seed diverged
-    md = (sweeps.sweep_dir("tab", tmp_path) / "summary.md").read_text()
+    md = (plan.sweep_dir("tab", tmp_path) / "summary.md").read_text()
     assert "| sgd | 0.1 | lr0.1 | 0.9400 ± 0.0100 | 0.9300 ± 0.0100 |" in md
-    saved = pd.read_csv(sweeps.sweep_dir("tab", tmp_path) / "summary.csv")
+    saved = pd.read_csv(plan.sweep_dir("tab", tmp_path) / "summary.csv")
     assert saved.best.sum() == 2 and len(saved) == 4

@@ -3,9 +3,9 @@
 import pandas as pd
 import pytest
 import torch
-import training
 
 import helpers
+from minima import runs, training
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +46,7 @@ def test_full_batch_gradient_norm_matches_autograd(small):
     assert all(p.grad is None for p in model.parameters())
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adagrad", "adahessian"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adagrad", "adahessian", "sam"])
 def test_same_seed_gives_bitwise_identical_runs(small, optimizer):
     m1, o1 = _train(_config(optimizer, epochs=2), small)
     m2, o2 = _train(_config(optimizer, epochs=2), small)
@@ -58,7 +58,7 @@ class Kill(Exception):
     pass
 
 
-@pytest.mark.parametrize("optimizer", ["sgd", "adahessian"])
+@pytest.mark.parametrize("optimizer", ["sgd", "adahessian", "sam"])
 def test_resume_after_a_kill_equals_an_uninterrupted_run(small, tmp_path, optimizer):
     config = _config(optimizer, epochs=3, tmp_path=tmp_path)
     reference, ref_out = _train(config, small)
@@ -93,7 +93,7 @@ def test_divergence_stops_the_run_and_keeps_the_history(small, tmp_path):
     assert len(out["history"]) == 1  # epoch 1 is kept
     final = training.finish_training(model, small, out, run_dir)
     assert final["status"] == "diverged" and "test_accuracy" not in final
-    assert helpers.load_json(run_dir / "final.json")["diverged_at"] == out["diverged_at"]
+    assert runs.load_json(run_dir / "final.json")["diverged_at"] == out["diverged_at"]
     assert len(pd.read_csv(run_dir / "history.csv")) == 1
 
 

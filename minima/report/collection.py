@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from minima import optimizers, runs
+from minima import optimizers
+from minima.runs import StudyError, load_run, study_runs
 
 ORDER = tuple(optimizers.names())   # table rows and panels in this order; unknown names follow
 LABELS = optimizers.labels()
@@ -25,7 +26,7 @@ ORIGINAL_FINAL_EIGENVALUES = {"sgd": (0.6189, 0.2001), "adahessian": (0.0523, 0.
 
 
 def _fail(message):
-    raise runs.StudyError(message)
+    raise StudyError(message)
 
 
 def optimizer_sort_key(name):
@@ -102,12 +103,12 @@ def collect(results_dir) -> dict:
     root = Path(results_dir)
     if not root.is_dir():
         _fail(f"results folder {root} does not exist; run the study first (python -m minima run)")
-    complete, incomplete = runs.study_runs(root)
+    complete, incomplete = study_runs(root)
     skipped = [(str(d), "no done file: incomplete or still running") for d in incomplete]
     rows, per_class, confusion, sensitivity = [], [], [], []
     stacked = {"history": [], "spectrum": [], "sharpness": []}
     for run_dir in complete:
-        run = runs.load_run(run_dir)
+        run = load_run(run_dir)
         if "config" not in run or "final" not in run:
             skipped.append((str(run_dir), "done but config.json or final.json is missing"))
             continue

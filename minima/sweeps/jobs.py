@@ -15,7 +15,8 @@ import time
 import submitit
 
 from minima.runner import execute_run
-from minima.runs import ERROR, JOB_LOG, is_done, run_dir_for
+from minima.lock import RunLock
+from minima.runs import ERROR, JOB_LOG, StudyError, ensure_writable, is_done, run_dir_for
 
 
 @contextlib.contextmanager
@@ -66,15 +67,25 @@ class SweepJob(submitit.helpers.Checkpointable):
             job_id = "none"
         t0 = time.time()
         settings = " ".join(f"{k}={v}" for k, v in self.environment.items() if v is not None)
-        with _notebook_log(run_dir / JOB_LOG) as log:
-            log.info(f"=== job {job_id} on {socket.gethostname()}, pid {os.getpid()}, "
-                     f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {settings}")
-            try:
-                outcome = execute_run(config, progress=False, log_output=True)
-            except Exception:
-                log.exception("=== the job raised")
-                raise
-            log.info(f"=== {outcome} after {time.time() - t0:.0f} s")
+        ensure_writable(run_dir)  # an unwritable folder raises here, and submitit reports its line
+        try:  # held for the whole job: a second task of the same run (a relaunch, a requeue) is refused
+            lock = RunLock(run_dir).acquire()
+        except StudyError as e:
+            return f"failed: {e}"
+        os.environ[RunLock.ENV] = lock.token
+        try:
+            with _notebook_log(run_dir / JOB_LOG) as log:
+                log.info(f"=== job {job_id} on {socket.gethostname()}, pid {os.getpid()}, "
+                         f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')} {settings}")
+                try:
+                    outcome = execute_run(config, progress=False, log_output=True)
+                except Exception:
+                    log.exception("=== the job raised")
+                    raise
+                log.info(f"=== {outcome} after {time.time() - t0:.0f} s")
+        finally:
+            os.environ.pop(RunLock.ENV, None)
+            lock.release()
         return outcome
 
 
@@ -104,9 +115,16 @@ def job_outcome(job) -> str:
         return f"failed: {type(e).__name__}: {e}"
 
 
+def _held(run_dir) -> bool:
+    """Whether a live process holds the run (then its failure line belongs to that run, not to this job)."""
+    lock = RunLock(run_dir)
+    info = lock.holder()
+    return info is not None and not lock.is_stale(info)
+
+
 def _record_failure(run_dir, outcome):
     """Leave the failure in the run folder (error.txt) when the run could not, so that status shows it."""
     if outcome.startswith("failed") and run_dir.is_dir() and not is_done(run_dir) \
-            and not (run_dir / ERROR).exists():
+            and not (run_dir / ERROR).exists() and not _held(run_dir):
         with contextlib.suppress(OSError):
             (run_dir / ERROR).write_text(outcome.removeprefix("failed: ") + "\n")
