@@ -9,7 +9,6 @@ tables go to ``<report>/tables/`` (Markdown and LaTeX), then
 import contextlib
 import os
 import time
-from pathlib import Path
 
 from minima.report.collection import _fail, collect, optimizers_in, seed_count
 from minima.report.tables import write_tables

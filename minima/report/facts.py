@@ -10,8 +10,8 @@ change):
 
 import numpy as np
 
-from minima.runs import load_run
 from minima.report import collection
+from minima.runs import load_run
 
 
 def _by_optimizer(frame, column, reduce="mean"):
@@ -63,7 +63,8 @@ def spectrum(runs, frames):
     print(f"tracked steps with ratio < 1: {int((spec.ratio < 1).sum())} of {len(spec)}; "
           f"unconverged: {int((~spec.converged.astype(bool)).sum())}; "
           f"ratio range {spec.ratio.min():.3f} to {spec.ratio.max():.3f}")
-    _line("median HVPs per tracked step", {o: spec[spec.optimizer == o].n_hvps.median() for o in collection.optimizers_in(spec)})
+    _line("median HVPs per tracked step",
+          {o: spec[spec.optimizer == o].n_hvps.median() for o in collection.optimizers_in(spec)})
 
 
 def sharpness(frames):
@@ -71,7 +72,8 @@ def sharpness(frames):
     for opt in collection.optimizers_in(sh):
         per_seed = sh[sh.optimizer == opt].groupby("seed").lambda1
         peak, first, last = per_seed.max(), per_seed.first(), per_seed.last()
-        print(f"sharpness {opt}: peak {peak.min():.3g} to {peak.max():.3g}, final {last.min():.3g} to {last.max():.3g}, "
+        print(f"sharpness {opt}: peak {peak.min():.3g} to {peak.max():.3g}, "
+              f"final {last.min():.3g} to {last.max():.3g}, "
               f"log10(peak / final) {np.log10(peak / last).min():.2f} to {np.log10(peak / last).max():.2f} "
               f"(first {first.min():.3g} to {first.max():.3g})")
 

@@ -11,8 +11,8 @@ import math
 from pathlib import Path
 
 import matplotlib.pyplot as plt
-from matplotlib.ticker import MaxNLocator
 import numpy as np
+from matplotlib.ticker import MaxNLocator
 
 from minima import plots, runs
 from minima.report import collection
@@ -126,7 +126,7 @@ def plot_landscape_1d(frames, figsize=(11, 3.8), labels=None, log=True):
     land = _arrays(frames, "landscape")
     fig, axes = plt.subplots(1, 2, figsize=figsize, sharey=True)
     for i, opt in enumerate(sorted(land, key=collection.optimizer_sort_key)):
-        for j, (seed, arr) in enumerate(land[opt]):
+        for j, (_seed, arr) in enumerate(land[opt]):
             label = f"{_label(opt, labels)} (n={len(land[opt])})" if j == 0 else None
             axes[0].plot(arr["alphas"], arr["eig_1d"], color=f"C{i}", lw=0.9, alpha=0.8, label=label)
             axes[1].plot(arr["alphas"], arr["random_1d"], color=f"C{i}", lw=0.9, alpha=0.8, label=label)

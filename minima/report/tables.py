@@ -11,8 +11,16 @@ import numpy as np
 import pandas as pd
 
 from minima import runs
-from minima.report.collection import (LABELS, ORIGINAL_ACCURACY, ORIGINAL_FINAL_EIGENVALUES, ORIGINAL_RATIO_MEDIAN,
-                                      ok_runs, only_ok, optimizer_sort_key, optimizers_in)
+from minima.report.collection import (
+    LABELS,
+    ORIGINAL_ACCURACY,
+    ORIGINAL_FINAL_EIGENVALUES,
+    ORIGINAL_RATIO_MEDIAN,
+    ok_runs,
+    only_ok,
+    optimizer_sort_key,
+    optimizers_in,
+)
 
 
 def _decimals(value, significant) -> int:
@@ -101,7 +109,8 @@ def spectrum_table(frames) -> tuple[pd.DataFrame, str]:
                f"medians are per-seed medians over the tracked last {', '.join(map(str, steps)) or 'few'} steps, then "
                "averaged. 'ratio < 1' is the fraction of all tracked steps (pooled over seeds) with λ1/λ2 < 1, which "
                "sorted, converged eigenvalues can only give when λ2 ≤ 0. The last column is the original's median "
-               "ratio (PyHessian, full MNIST, one seed), labelled 'spectral gap' there." + _diverged_note(frames["runs"]))
+               "ratio (PyHessian, full MNIST, one seed), labelled 'spectral gap' there."
+               + _diverged_note(frames["runs"]))
     return pd.DataFrame(rows), caption
 
 
