@@ -1,33 +1,39 @@
 """Curvature of a loss at the current weights: top Hessian eigenpairs, trace, spectral density.
 
-Everything takes a model, a criterion and a batch, and imports nothing from this
-repository, so the module can be lifted into another project as it is.
+Everything takes a model, a criterion and a batch. The module imports nothing from
+this repository but its sibling `krylov` (the certified Lanczos solver, which
+imports nothing at all), so the two lift out together into any package as they are.
 
-- `top_eigenpairs`: the k largest *algebraic* eigenvalues with certified relative
-  accuracy, warm-startable; `method="pyhessian"` runs the original's power iteration.
-- `hessian_trace`: Hutchinson's estimator with a seeded local generator.
-- `spectral_density`, `density_on_grid`: stochastic Lanczos quadrature (PyHessian
-  0.1's `density()` calls `torch.eig`, gone in torch 2).
+- `top_eigenpairs`: the k largest *algebraic* eigenvalues of the Hessian (or of a
+  diagonally preconditioned one), certified against the float64 Hessian,
+  warm-startable; `method="pyhessian"` runs the original's power iteration.
+- `hessian_trace`: Hutchinson's estimator; `spectral_density`, `density_on_grid`:
+  stochastic Lanczos quadrature (PyHessian 0.1's `density()` calls `torch.eig`, gone in torch 2).
 - `SpectrumTracker`: a training callback recording lambda1, lambda2 over the last
   steps and the sharpness lambda1 every few hundred steps.
 
 Hessian-vector products (HVPs) come from PyHessian's engine: one retained
 double-backward graph for a single batch, or its dataloader mode (forward and
 backward per chunk, weighted by chunk size) when `batch_size` splits the batch.
-Its HVP is the same `torch.autograd.grad` call a hand-written one would make:
-25.8 ms vs 25.7 ms per HVP (LeNet5, batch 100, one CPU thread), so we keep it.
+Its HVP is the same `torch.autograd.grad` call a hand-written one would make
+(25.8 vs 25.7 ms per HVP, LeNet5, batch 100, one CPU thread), so we keep it.
+
+Precision: where softmax probabilities come within 1e-5 of 1, float32 HVPs lose
+about 4 digits to cancellation in the cross-entropy Hessian's p(1 - p) terms, and
+residual bounds on float32 products certify the float32 operator, not the Hessian
+(seen 3.8e-4 off at tol 1e-4). Eigenpairs are therefore computed and certified on
+HVPs of a float64 copy of the model, made inside the state guard and thrown away:
+the same number of products, each ~2.5x a float32 one on a CPU (LeNet5). The trace
+and density stay in the model's precision by default (off by far less than their noise).
 
 A `pyhessian.hessian` object writes create-graph gradients into `.grad`, calls
 `model.eval()` and draws from the global RNG, so every function here restores
 `.grad` (None-ness included), each module's train/eval flag and the torch RNG
 state: a training run is bitwise the same with or without these calls.
-
-`converged` means every returned eigenvalue is within tol (relative) of an
-eigenvalue by the residual bounds in `_error_bounds`; the same test judges
-PyHessian's output, which rarely passes it.
 """
 
 import contextlib
+import copy
 import importlib
 import math
 import warnings
@@ -38,21 +44,25 @@ import torch
 from pyhessian import hessian as PyHessian
 from pyhessian.utils import hessian_vector_product
 
+from .krylov import add_direction, certified, error_bounds, lanczos_in_stages, warm_start
+
 # `pyhessian.hessian` the attribute is the class; we need the module to count its HVPs
 _pyhessian_module = importlib.import_module("pyhessian.hessian")
 
 METHODS = ("lanczos", "pyhessian")
-_MAX_BASIS = 60        # Lanczos basis rows kept before a thick restart (2 x 60 float64 copies of the parameters)
+PRECISIONS = ("float64", "mixed", "model")
 _PYHESSIAN_MAX_ITER = 100   # PyHessian's default power-iteration cap per eigenvalue, as in the original
 
 
 @dataclass
 class EigenResult:
     eigenvalues: list[float]                 # k largest algebraic eigenvalues, descending
-    eigenvectors: list[list[torch.Tensor]]   # k vectors shaped like the parameters, unit norm overall
-    residuals: list[float]                   # ||Hv - lambda v|| / |lambda| per pair
-    n_hvps: int
+    eigenvectors: list[list[torch.Tensor]]   # k vectors shaped (and typed) like the parameters, unit norm overall
+    residuals: list[float]                   # ||Av - lambda v|| / |lambda| per pair, A the certifying operator
+    n_hvps: int                              # products of either precision
     converged: bool                          # every pair's error bound is within tol * |lambda|
+    n_hvps_float64: int = 0                  # how many of n_hvps were float64 products
+    certified_in: str = "float64"            # dtype of the operator the bounds hold for
 
 
 @dataclass
@@ -61,6 +71,7 @@ class TraceResult:
     stderr: float          # sample sd / sqrt(n)
     samples: list[float]
     n_hvps: int
+    computed_in: str = "float32"
 
 
 @dataclass
@@ -68,6 +79,7 @@ class DensityResult:
     nodes: np.ndarray      # (n_runs, n_steps) Ritz values
     weights: np.ndarray    # (n_runs, n_steps) squared first components; each run sums to 1
     n_hvps: int
+    computed_in: str = "float32"
 
 
 # ----------------------------------------------------------------------------- state and engine
@@ -94,27 +106,35 @@ def _untouched(model):
                 m.training = t  # per module, not model.train(): submodules may differ
 
 
-def _engine(model, criterion, inputs, targets, batch_size):
-    """A PyHessian object and a flat float64 HVP on it. Call inside `_untouched`."""
+def _engine(model, criterion, inputs, targets, batch_size, float64=False, scale=None):
+    """A PyHessian object, a flat float64 HVP v -> d * H(d * v) on it (d = `scale`, else 1) and
+    the dtype its products are computed in. Call inside `_untouched`.
+
+    float64: on a float64 copy of the model (unless it is float64 already), floating
+    inputs and targets cast; the copy holds no .grad (the guard cleared them).
+    """
     device = next(model.parameters()).device
     inputs, targets = inputs.to(device), targets.to(device)
-    cuda = device.type == "cuda"
+    if float64 and any(p.dtype != torch.float64 for p in model.parameters()):
+        model = copy.deepcopy(model).double()  # reads the weights, draws no random numbers
+        inputs, targets = (t.double() if t.is_floating_point() else t for t in (inputs, targets))
+    cuda, chunks = device.type == "cuda", None
     if batch_size is not None and len(inputs) > batch_size:
-        chunks = [(inputs[i:i + batch_size], targets[i:i + batch_size])
-                  for i in range(0, len(inputs), batch_size)]
+        chunks = [(inputs[i:i + batch_size], targets[i:i + batch_size]) for i in range(0, len(inputs), batch_size)]
         H = PyHessian(model, criterion, dataloader=chunks, cuda=cuda)
     else:
-        chunks = None
         H = PyHessian(model, criterion, data=(inputs, targets), cuda=cuda)
     sizes = [p.numel() for p in H.params]
 
     def hvp(v):
+        v = v if scale is None else scale * v
         # The solvers keep their vectors in float64; the model sees its own dtype.
         vs = [c.view_as(p).to(p.dtype) for c, p in zip(v.split(sizes), H.params)]
         hv = H.dataloader_hv_product(vs)[1] if chunks else hessian_vector_product(H.gradsH, H.params, vs)
-        return torch.cat([h.reshape(-1) for h in hv]).to(torch.float64)
+        hv = torch.cat([h.reshape(-1) for h in hv]).to(torch.float64)
+        return hv if scale is None else scale * hv
 
-    return H, hvp, sum(sizes), device
+    return H, hvp, str(H.params[0].dtype).removeprefix("torch.")
 
 
 def _flat(vector, device):
@@ -130,112 +150,56 @@ def _rademacher(n, gen, device):
     return (torch.randint(0, 2, (n,), generator=gen) * 2 - 1).to(device, torch.float64)
 
 
-# ----------------------------------------------------------------------------- certification
-
-def _error_bounds(theta, rnorm):
-    """Upper bounds on |theta_i - lambda_i| for approximate eigenpairs sorted descending.
-
-    Weyl: for unit v with residual r = Hv - theta v, some eigenvalue lies within
-    ||r|| of theta. Kato-Temple: if no other eigenvalue lies within `gap` of theta,
-    the error is at most ||r||^2 / gap, much tighter once ||r|| << gap. We take
-    the gap as the distance to each neighbouring approximate eigenvalue less that
-    neighbour's own residual (where its eigenvalue may really be), so a neighbour
-    that has not converged gives no credit. The bottom pair has no neighbour
-    below unless the solver supplies one (Lanczos passes its (k+1)-th Ritz value),
-    and falls back to Weyl. What no residual can show is an eigenvalue the
-    solver never saw: Krylov subspaces make that unlikely, power iteration on an
-    indefinite Hessian makes it routine.
-    """
-    bounds = []
-    for i in range(len(theta)):
-        gaps = [abs(theta[i] - theta[j]) - rnorm[j] for j in (i - 1, i + 1) if 0 <= j < len(theta)]
-        bound = rnorm[i]
-        if i + 1 < len(theta) and min(gaps) > 0:  # a known neighbour below is required for gap credit
-            bound = min(bound, rnorm[i] ** 2 / min(gaps))
-        bounds.append(float(bound))
-    return bounds
+def _check_precision(precision, allowed=PRECISIONS):
+    if precision not in allowed:
+        raise ValueError(f"precision must be one of {allowed}, got {precision!r}")
 
 
-def _certified(theta, bounds, k, tol):
-    return all(bounds[i] <= tol * abs(theta[i]) for i in range(k))
-
-
-# ----------------------------------------------------------------------------- Lanczos
-
-def _add_direction(V, W, m, v, hvp, gen):
-    """Orthogonalise v against V[:m], store it as row m with H v in W. False once the space is exhausted."""
-    for _attempt in range(2):  # the given direction, then a random one if it already lies in span(V)
-        norm0 = v.norm()
-        for _ in range(2):  # "twice is enough": one Gram-Schmidt pass loses orthogonality to rounding
-            v = v - V[:m].T @ (V[:m] @ v)
-        norm = v.norm()
-        if norm0 > 0 and norm > 1e-10 * norm0:
-            V[m] = v / norm
-            W[m] = hvp(V[m])
-            return True
-        v = torch.randn(V.shape[1], generator=gen, dtype=torch.float64).to(V.device)
-    return False
-
-
-def _lanczos(hvp, n, device, k, tol, start, max_hvps, gen):
-    """Thick-restart Lanczos with full reorthogonalisation.
-
-    Hand-written because the stop test decides the cost. scipy's eigsh (ARPACK)
-    stops on ||r|| <= tol |theta|, far stricter than tol needs: on LeNet5 after
-    300 SGD steps it took 13-15 HVPs cold and still 13 warm-started (it accepts
-    one start vector; lobpcg took 16 warm, 22-25 cold), with errors ~1e-7 at
-    tol 1e-4. Stopping on the Kato-Temple bound takes ~10 cold, 6-8 warm.
-
-    Keeping W = H V next to the basis V makes every residual an explicit
-    combination of computed HVPs: the error bounds cost no extra products. Each
-    step expands by the residual of the least-converged wanted Ritz pair; in a
-    Krylov space all residuals are parallel, so this is plain Lanczos, and it
-    carries on unchanged after a restart to the top half of the Ritz vectors.
-    """
-    size = min(n, max(_MAX_BASIS, 3 * k + 10))
-    V = torch.empty(size, n, dtype=torch.float64, device=device)
-    W = torch.empty_like(V)
-    m = n_hvps = 0
-    v = start
-    while True:
-        if m == size < n:  # restart: keep the top half of the Ritz pairs; H Y is a combination of W, no new HVPs
-            keep = size // 2
-            V[:keep], W[:keep] = S[:, :keep].T @ V[:m], S[:, :keep].T @ W[:m]  # noqa: F821 - S of the last pass
-            m = keep
-        if n_hvps >= max_hvps or not _add_direction(V, W, m, v, hvp, gen):
-            break
-        m, n_hvps = m + 1, n_hvps + 1
-        T = V[:m] @ W[:m].T
-        theta, S = torch.linalg.eigh((T + T.T) / 2)  # symmetrise: H is symmetric, its float32 products not exactly
-        theta, S = theta.flip(0), S.flip(1)
-        top = min(m, k + 1)  # the (k+1)-th Ritz value bounds the k-th pair's gap
-        Y, HY = S[:, :top].T @ V[:m], S[:, :top].T @ W[:m]
-        R = HY - theta[:top, None] * Y
-        th, rn = theta[:top].tolist(), R.norm(dim=1).tolist()
-        bounds = _error_bounds(th, rn)
-        if m >= k and _certified(th, bounds, k, tol):
-            break
-        with np.errstate(divide="ignore", invalid="ignore"):
-            score = np.nan_to_num(np.array(bounds[:k]) / np.abs(th[:k]), nan=np.inf)
-        v = R[int(np.argmax(score))]
-    return th[:k], Y[:k], rn[:k], n_hvps, len(th) >= k and _certified(th, bounds, k, tol)
+def _scaling(preconditioner, params, device):
+    """d = P^(-1/2) as a flat float64 vector, after checking that P is positive and shaped like the parameters."""
+    shapes = [tuple(p.shape) for p in params]
+    if not isinstance(preconditioner, (list, tuple)) or not all(torch.is_tensor(t) for t in preconditioner) \
+            or [tuple(t.shape) for t in preconditioner] != shapes:
+        raise ValueError(f"preconditioner must be a list of tensors shaped like the parameters {shapes}")
+    d = _flat(preconditioner, device)
+    if not bool(torch.isfinite(d).all() and (d > 0).all()):
+        raise ValueError(f"preconditioner must be finite and positive; its smallest entry is {float(d.min()):g}")
+    return d.rsqrt()
 
 
 # ----------------------------------------------------------------------------- public API
 
 def top_eigenpairs(model, criterion, inputs, targets, k=2, tol=1e-4, init=None, method="lanczos",
-                   batch_size=None, max_hvps=500, seed=0, pyhessian_tol=1e-3) -> EigenResult:
-    """The k largest algebraic Hessian eigenvalues of criterion(model(inputs), targets).
+                   batch_size=None, max_hvps=500, seed=0, pyhessian_tol=1e-3, precision="float64",
+                   preconditioner=None) -> EigenResult:
+    """The k largest algebraic eigenvalues of A = P^(-1/2) H P^(-1/2), H the Hessian of
+    criterion(model(inputs), targets), P a positive diagonal (the identity by default).
 
-    tol: relative accuracy promised for each eigenvalue; `converged` is True when
-        every pair's bound from `_error_bounds` is within tol * |lambda|.
+    converged=True means every returned eigenvalue is within tol * |lambda| of an
+    eigenvalue of A built from the float64 Hessian: the bounds of `krylov.error_bounds`
+    hold on float64 products (`certified_in` "float64"). `precision` says how:
+      "float64" (default): Lanczos on HVPs of a float64 copy of the model.
+      "mixed": Lanczos to tol on the model's own HVPs (at most one basis of them);
+          its top k+1 Ritz vectors enter a float64 basis (k+1 float64 HVPs). If the
+          float64 bounds certify there, that is the answer; if not, float64 Lanczos
+          carries on from them, so float64 refines only where float32 fell short.
+      "model": the model's precision throughout; the bounds then hold for the
+          computed (e.g. float32) operator, not the Hessian, and `certified_in` says so.
+    For a float64 model the three are one. n_hvps counts products of either
+    precision, n_hvps_float64 the float64 ones; max_hvps caps n_hvps (the float64
+    check of "mixed" always gets its k+1). Eigenvectors have the parameters' dtype.
     init: earlier eigenvectors (e.g. a previous result's `.eigenvectors`); Lanczos
         then starts from their sum, whose Krylov space holds all of them.
+    preconditioner: P as tensors shaped like the parameters (e.g. Adam's sqrt(v_hat)
+        + eps). A is similar to P^(-1) H, the preconditioned Hessian of Cohen et al.
+        2022 (arXiv:2207.14484), so these are P^(-1) H's eigenvalues. Eigenvectors u
+        (like `init` and the residuals) are the symmetric A's, in its coordinates:
+        P^(-1/2) u is the eigenvector of P^(-1) H, P^(1/2) u that of H P^(-1).
     method: "lanczos" (ours) or "pyhessian": PyHessian's largest-*magnitude* power
-        iteration with deflation, stopped by its relative change < `pyhessian_tol`
-        (default 1e-3, PyHessian's and the original's), results sorted, `converged`
-        judged at `tol` like ours. Its residuals cost k extra HVPs, not counted
-        in n_hvps (which counts what PyHessian itself spent).
+        iteration with deflation on the model's own HVPs, stopped by its relative
+        change < `pyhessian_tol` (default 1e-3, PyHessian's and the original's),
+        sorted, `converged` judged at `tol` in `precision` like ours. Judging costs
+        k extra HVPs, not counted in n_hvps (what PyHessian itself spent).
     batch_size: split inputs into chunks of this size (PyHessian dataloader mode);
         the Hessian is still that of the mean loss over all inputs.
     seed: seeds the local generator for random starts (and PyHessian's draws).
@@ -245,38 +209,39 @@ def top_eigenpairs(model, criterion, inputs, targets, k=2, tol=1e-4, init=None, 
     if k < 1 or tol <= 0 or pyhessian_tol <= 0 or max_hvps < k:
         raise ValueError(f"need k >= 1, tol > 0, pyhessian_tol > 0 and max_hvps >= k; got k={k}, tol={tol}, "
                          f"pyhessian_tol={pyhessian_tol}, max_hvps={max_hvps} (methods: {METHODS})")
+    _check_precision(precision)
+    params = list(model.parameters())
+    n, device = sum(p.numel() for p in params), params[0].device
+    if k > n:
+        raise ValueError(f"k={k} exceeds the {n} parameters")
+    if preconditioner is not None and method == "pyhessian":
+        raise ValueError("method='pyhessian' takes no preconditioner (PyHessian iterates on H itself)")
+    scale = None if preconditioner is None else _scaling(preconditioner, params, device)
+    wide = precision != "model" and any(p.dtype != torch.float64 for p in params)
     gen = torch.Generator().manual_seed(seed)
     with _untouched(model):
-        H, hvp, n, device = _engine(model, criterion, inputs, targets, batch_size)
-        if k > n:
-            raise ValueError(f"k={k} exceeds the {n} parameters")
+        # the operators in the order they are used; the last one certifies
+        ops = [_engine(model, criterion, inputs, targets, batch_size, scale=scale)] \
+            if not wide or precision == "mixed" or method == "pyhessian" else []
+        ops += [_engine(model, criterion, inputs, targets, batch_size, float64=True, scale=scale)] if wide else []
         if method == "lanczos":
             start = torch.randn(n, generator=gen, dtype=torch.float64).to(device)
-            warm = _warm_start([_flat(u, device) for u in init], n) if init else None
-            start = start if warm is None else warm
-            theta, Y, rnorm, n_hvps, converged = _lanczos(hvp, n, device, k, tol, start, max_hvps, gen)
-            vectors = [_unflat(y, H.params) for y in Y]
+            warm = warm_start([_flat(u, device) for u in init], n) if init else None
+            theta, rows, rnorm, counts, converged = lanczos_in_stages(
+                [hvp for _, hvp, _ in ops], n, device, k, tol, start if warm is None else warm, max_hvps, gen)
+            theta, rnorm = theta[:k], rnorm[:k]
+            vectors = [_unflat(y, params) for y in rows[:k]]
         else:
-            theta, vectors, rnorm, n_hvps, converged = _pyhessian_eigenpairs(H, hvp, k, tol, pyhessian_tol,
-                                                                             max_hvps, seed, device)
+            theta, vectors, rnorm, used, converged = _pyhessian_eigenpairs(ops[0][0], ops[-1][1], k, tol,
+                                                                           pyhessian_tol, max_hvps, seed, device)
+            counts = [used] + [0] * (len(ops) - 1)  # PyHessian's own products, in the model's precision
     residuals = [r / abs(t) if t != 0 else math.inf for r, t in zip(rnorm, theta)]
-    return EigenResult([float(t) for t in theta], vectors, residuals, n_hvps, converged)
+    n64 = sum(c for c, (_, _, dtype) in zip(counts, ops) if dtype == "float64")
+    return EigenResult([float(t) for t in theta], vectors, residuals, sum(counts), converged, n64, ops[-1][2])
 
 
-def _warm_start(vectors, n):
-    """Sum of the orthonormalised earlier eigenvectors, or None if none is usable."""
-    basis = []
-    for u in vectors:
-        if u.numel() != n:
-            raise ValueError(f"init vector has {u.numel()} entries, the model {n} parameters")
-        for b in basis:
-            u = u - (b @ u) * b
-        if u.norm() > 1e-8:
-            basis.append(u / u.norm())
-    return sum(basis) if basis else None
-
-
-def _pyhessian_eigenpairs(H, hvp, k, tol, pyhessian_tol, max_hvps, seed, device):
+def _pyhessian_eigenpairs(H, judge, k, tol, pyhessian_tol, max_hvps, seed, device):
+    """PyHessian's eigenvalues(), with its HVPs counted and its pairs judged on the HVP `judge`."""
     count = [0]
     single_batch_hvp, loader_hvp = _pyhessian_module.hessian_vector_product, H.dataloader_hv_product
 
@@ -299,46 +264,59 @@ def _pyhessian_eigenpairs(H, hvp, k, tol, pyhessian_tol, max_hvps, seed, device)
     theta = [float(values[i]) for i in order]
     flats = [_flat(vecs[i], device) for i in order]
     flats = [f / f.norm() for f in flats]
-    rnorm = [float((hvp(f) - t * f).norm()) for f, t in zip(flats, theta)]
-    converged = _certified(theta, _error_bounds(theta, rnorm), k, tol)
-    return theta, [_unflat(f, H.params) for f in flats], rnorm, count[0], converged
+    products = [judge(f) for f in flats]
+    # theta is PyHessian's (float32) Rayleigh quotient, the bounds want the judge's rho = v^T A v:
+    # |theta - lambda| <= |theta - rho| + bound(rho), with gap credit only while rho keeps theta's order.
+    rho = [float(f @ p) for f, p in zip(flats, products)]
+    inner = [float((p - r * f).norm()) for f, p, r in zip(flats, products, rho)]
+    inner = error_bounds(rho, inner) if rho == sorted(rho, reverse=True) else inner
+    bounds = [abs(t - r) + b for t, r, b in zip(theta, rho, inner)]
+    rnorm = [float((p - t * f).norm()) for f, p, t in zip(flats, products, theta)]
+    return theta, [_unflat(f, H.params) for f in flats], rnorm, count[0], certified(theta, bounds, k, tol)
 
 
-def hessian_trace(model, criterion, inputs, targets, n_samples=100, seed=0, batch_size=None) -> TraceResult:
-    """Hutchinson's estimate of tr(H): the mean of z^T H z over Rademacher probes z.
+def hessian_trace(model, criterion, inputs, targets, n_samples=100, seed=0, batch_size=None,
+                  precision="model") -> TraceResult:
+    """Hutchinson's estimate of tr(H): the mean of z^T H z over Rademacher probes z (Hutchinson
+    1990; per probe the variance is 2 (||H||_F^2 - sum_i H_ii^2), Avron and Toledo 2011).
 
     A fixed number of probes from a local generator (PyHessian's `trace()` uses the
     global RNG and stops on a relative change divided by trace + 1e-6, which
-    misbehaves for traces near or below zero).
+    misbehaves for traces near or below zero). precision: "model" (default: the
+    model's own HVPs; on LeNet5 at training loss 1.5e-5, float32 moved the estimate
+    by 0.014 standard errors, see benchmarks/bench_eigensolver.py) or "float64".
     """
     if n_samples < 2:
         raise ValueError(f"n_samples must be >= 2 for a standard error, got {n_samples}")
-    gen = torch.Generator().manual_seed(seed)
+    _check_precision(precision, ("model", "float64"))
+    gen, device = torch.Generator().manual_seed(seed), next(model.parameters()).device
     with _untouched(model):
-        _, hvp, n, device = _engine(model, criterion, inputs, targets, batch_size)
-        samples = []
-        for _ in range(n_samples):
-            z = _rademacher(n, gen, device)
-            samples.append(float(z @ hvp(z)))
+        H, hvp, dtype = _engine(model, criterion, inputs, targets, batch_size, float64=precision == "float64")
+        n = sum(p.numel() for p in H.params)
+        samples = [float(z @ hvp(z)) for z in (_rademacher(n, gen, device) for _ in range(n_samples))]
     return TraceResult(float(np.mean(samples)), float(np.std(samples, ddof=1) / math.sqrt(n_samples)),
-                       samples, n_samples)
+                       samples, n_samples, dtype)
 
 
 def spectral_density(model, criterion, inputs, targets, n_runs=3, n_steps=60, seed=0,
-                     batch_size=None) -> DensityResult:
-    """Stochastic Lanczos quadrature: per run, n_steps of fully reorthogonalised Lanczos
-    from a normalised Rademacher vector; nodes are the Ritz values, weights the
-    squared first components of the Ritz vectors (so each run's weights sum to 1).
-    If the model has fewer than n_steps parameters the Krylov space is exhausted
-    early; the missing nodes repeat the largest one with weight 0.
+                     batch_size=None, precision="model") -> DensityResult:
+    """Stochastic Lanczos quadrature (Lin, Saad, Yang 2016; Ghorbani et al. 2019): per
+    run, n_steps of fully reorthogonalised Lanczos from a normalised Rademacher
+    vector; nodes are the Ritz values, weights the squared first components of the
+    Ritz vectors (so each run's weights sum to 1). If the model has fewer than
+    n_steps parameters the Krylov space is exhausted early; the missing nodes
+    repeat the largest one with weight 0. precision as in `hessian_trace` ("model"
+    by default: at loss 1.5e-5 the top float32 nodes moved 3e-4 relative, far below
+    the smoothing width).
     """
     if n_runs < 1 or n_steps < 1:
         raise ValueError(f"need n_runs >= 1 and n_steps >= 1, got {n_runs}, {n_steps}")
-    gen = torch.Generator().manual_seed(seed)
-    nodes, weights = np.zeros((n_runs, n_steps)), np.zeros((n_runs, n_steps))
-    n_hvps = 0
+    _check_precision(precision, ("model", "float64"))
+    gen, device = torch.Generator().manual_seed(seed), next(model.parameters()).device
+    nodes, weights, n_hvps = np.zeros((n_runs, n_steps)), np.zeros((n_runs, n_steps)), 0
     with _untouched(model):
-        _, hvp, n, device = _engine(model, criterion, inputs, targets, batch_size)
+        H, hvp, dtype = _engine(model, criterion, inputs, targets, batch_size, float64=precision == "float64")
+        n = sum(p.numel() for p in H.params)
         size = min(n, n_steps)
         V = torch.empty(size, n, dtype=torch.float64, device=device)
         W = torch.empty_like(V)
@@ -347,14 +325,14 @@ def spectral_density(model, criterion, inputs, targets, n_runs=3, n_steps=60, se
             m = 0
             # A mid-run breakdown continues with a random orthogonal vector; its block has
             # zero first components, hence zero weight, as in PyHessian.
-            while m < size and _add_direction(V, W, m, z if m == 0 else W[m - 1], hvp, gen):
+            while m < size and add_direction(V, W, m, z if m == 0 else W[m - 1], hvp, gen):
                 m += 1
             n_hvps += m
             T = V[:m] @ W[:m].T
             theta, S = torch.linalg.eigh((T + T.T) / 2)
             nodes[run, :m], weights[run, :m] = theta.cpu().numpy(), (S[0] ** 2).cpu().numpy()
             nodes[run, m:] = nodes[run, m - 1]
-    return DensityResult(nodes, weights, n_hvps)
+    return DensityResult(nodes, weights, n_hvps, dtype)
 
 
 def density_on_grid(result: DensityResult, grid: np.ndarray, sigma: float | None = None) -> np.ndarray:
@@ -377,31 +355,39 @@ def density_on_grid(result: DensityResult, grid: np.ndarray, sigma: float | None
 class SpectrumTracker:
     """Per-step callback: lambda1, lambda2 over the last `spectral_steps` steps, and the
     sharpness lambda1 every `sharpness_every` steps and at the last step. Each call
-    warm-starts from the freshest eigenvectors, and leaves training untouched."""
+    warm-starts from the freshest eigenvectors, leaves training untouched, and its row
+    records the precision that certified it (`precision` as in `top_eigenpairs`)."""
 
-    def __init__(self, criterion, inputs, targets, spectral_steps=100, sharpness_every=200, tol=1e-4):
+    def __init__(self, criterion, inputs, targets, spectral_steps=100, sharpness_every=200, tol=1e-4,
+                 precision="float64"):
+        _check_precision(precision)
         self.criterion, self.inputs, self.targets = criterion, inputs, targets
         self.spectral_steps, self.sharpness_every, self.tol = spectral_steps, sharpness_every, tol
+        self.precision = precision
         self.spectrum, self.sharpness = [], []
         self._top2 = None    # eigenvectors of the last spectrum step
         self._top1 = None    # eigenvector of the last sharpness step
 
+    def _top(self, model, k, init):
+        r = top_eigenpairs(model, self.criterion, self.inputs, self.targets, k=k, tol=self.tol, init=init,
+                           precision=self.precision)
+        return r, dict(n_hvps=r.n_hvps, n_hvps_float64=r.n_hvps_float64, converged=r.converged,
+                       certified_in=r.certified_in)
+
     def __call__(self, model, *, epoch, step, total_steps):
         if step > total_steps - self.spectral_steps:
-            r = top_eigenpairs(model, self.criterion, self.inputs, self.targets, k=2, tol=self.tol, init=self._top2)
+            r, cost = self._top(model, 2, self._top2)
             self._top2 = r.eigenvectors
             l1, l2 = r.eigenvalues
             self.spectrum.append(dict(epoch=epoch, step=step, lambda1=l1, lambda2=l2, gap=l1 - l2,
                                       ratio=l1 / l2 if l2 != 0 else math.inf,
-                                      residual1=r.residuals[0], residual2=r.residuals[1],
-                                      n_hvps=r.n_hvps, converged=r.converged))
+                                      residual1=r.residuals[0], residual2=r.residuals[1], **cost))
         if (self.sharpness_every and step % self.sharpness_every == 0) or step == total_steps:
             fresh = self._top2 if self.spectrum and self.spectrum[-1]["step"] == step else None
-            init = fresh[:1] if fresh else self._top1
-            r = top_eigenpairs(model, self.criterion, self.inputs, self.targets, k=1, tol=self.tol, init=init)
+            r, cost = self._top(model, 1, fresh[:1] if fresh else self._top1)
             self._top1 = r.eigenvectors
-            self.sharpness.append(dict(epoch=epoch, step=step, lambda1=r.eigenvalues[0],
-                                       residual1=r.residuals[0], n_hvps=r.n_hvps, converged=r.converged))
+            self.sharpness.append(dict(epoch=epoch, step=step, lambda1=r.eigenvalues[0], residual1=r.residuals[0],
+                                       **cost))
 
     def state_dict(self) -> dict:
         def cpu(vectors):

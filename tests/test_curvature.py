@@ -1,9 +1,9 @@
-"""curvature.py against exact answers: dense Hessians of models small enough to build them."""
+"""curvature.py (and the krylov.py under it) against exact answers: dense float64 Hessians of
+models small enough to build them."""
 
+import copy
 import io
 import math
-import os
-import sys
 
 import numpy as np
 import pytest
@@ -12,8 +12,7 @@ from pyhessian import hessian
 from torch import nn
 from torch.func import functional_call
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import curvature  # noqa: E402
+from minima import curvature, krylov
 
 torch.set_num_threads(1)
 TOL = 1e-4
@@ -44,7 +43,10 @@ def quadratic(eigenvalues, seed=2):
     Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
     A = Q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ Q.T
     model = nn.Linear(d, 1, bias=False).double()
-    criterion = lambda out, A: 0.5 * out.flatten() @ A @ out.flatten()
+
+    def criterion(out, A):
+        return 0.5 * out.flatten() @ A @ out.flatten()
+
     return model, criterion, torch.eye(d, dtype=torch.float64), (A + A.T) / 2
 
 
@@ -70,6 +72,35 @@ def relative_errors(found, exact):
 
 def flat(vector):
     return torch.cat([t.reshape(-1) for t in vector])
+
+
+def positive_diagonal(model, seed=4):
+    """A preconditioner P: log-normal entries spanning e^-3 to e^3, shaped and typed like the parameters."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.exp(torch.randn(p.shape, generator=g, dtype=torch.float64)).to(p.dtype) for p in model.parameters()]
+
+
+@pytest.fixture(scope="module")
+def flat_minimum():
+    """A float32 8 -> 16 -> 4 MLP trained by Adam to a loss below 1e-5 on 20 points (~1.5 s), and
+    its dense float64 spectrum: softmax probabilities within 1e-5 of 1, where float32 HVPs cancel."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4))
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(20, 8, generator=g), torch.randint(0, 4, (20,), generator=g)
+    opt = torch.optim.Adam(model.parameters(), lr=0.05)
+    for _ in range(5000):
+        opt.zero_grad(set_to_none=True)
+        loss = CE(model(x), y)
+        if loss.item() < 5e-6:
+            break
+        loss.backward()
+        opt.step()
+    opt.zero_grad(set_to_none=True)
+    double = copy.deepcopy(model).double()
+    assert CE(double(x.double()), y).item() < 1e-5
+    H = dense_hessian(double, CE, x.double(), y)
+    return model, x, y, descending_eigenvalues(H), H
 
 
 # ----------------------------------------------------------------------------- eigenpairs
@@ -139,13 +170,15 @@ def test_thick_restart_keeps_converging():
     spectrum = list(np.linspace(0.0, 1.0, 400))
     model, criterion, x, A = quadratic(spectrum)
     r = curvature.top_eigenpairs(model, criterion, x, A, k=2, tol=TOL)
-    assert r.n_hvps > curvature._MAX_BASIS
+    assert r.n_hvps > krylov.MAX_BASIS
     assert r.converged
     assert np.all(relative_errors(r.eigenvalues, spectrum[:-3:-1]) <= TOL)
 
 
-def test_model_state_untouched():
-    model, (x, y) = mlp(dropout=0.2), batch()
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])  # float32: the float64 copy's path
+def test_model_state_untouched(dtype):
+    model, (x, y) = mlp(dropout=0.2).to(dtype), batch()
+    x = x.to(dtype)
     model.train()
     model[0].eval()  # mixed flags: a blanket model.train() on exit would be caught
     CE(model(x), y).backward()
@@ -155,19 +188,25 @@ def test_model_state_untouched():
     weights = [p.detach().clone() for p in model.parameters()]
     modes = [m.training for m in model.modules()]
     rng = torch.get_rng_state()
+    P = positive_diagonal(model)
     calls = [
         lambda: curvature.top_eigenpairs(model, CE, x, y, k=2),
         lambda: curvature.top_eigenpairs(model, CE, x, y, k=2, batch_size=15),
         lambda: curvature.top_eigenpairs(model, CE, x, y, k=2, method="pyhessian"),
+        lambda: curvature.top_eigenpairs(model, CE, x, y, k=2, precision="mixed"),
+        lambda: curvature.top_eigenpairs(model, CE, x, y, k=2, preconditioner=P),
+        lambda: curvature.top_eigenpairs(model, CE, x, y, k=2, preconditioner=P, precision="mixed", batch_size=15),
         lambda: curvature.hessian_trace(model, CE, x, y, n_samples=5),
+        lambda: curvature.hessian_trace(model, CE, x, y, n_samples=5, precision="float64"),
         lambda: curvature.spectral_density(model, CE, x, y, n_runs=1, n_steps=5),
+        lambda: curvature.spectral_density(model, CE, x, y, n_runs=1, n_steps=5, precision="float64"),
     ]
     for call in calls:
         call()
         for p, g, v, w in zip(model.parameters(), grads, values, weights):
             assert p.grad is g  # the very same tensor, or still None
             assert g is None or torch.equal(g, v)
-            assert torch.equal(p, w)
+            assert p.dtype == dtype and torch.equal(p, w)
         assert [m.training for m in model.modules()] == modes
         assert torch.equal(torch.get_rng_state(), rng)
 
@@ -205,6 +244,106 @@ def test_invalid_arguments():
     for kwargs in (dict(method="power"), dict(k=0), dict(tol=0.0), dict(pyhessian_tol=-1.0)):
         with pytest.raises(ValueError, match="lanczos"):
             curvature.top_eigenpairs(model, CE, x, y, **kwargs)
+    for call in (lambda: curvature.top_eigenpairs(model, CE, x, y, precision="float16"),
+                 lambda: curvature.hessian_trace(model, CE, x, y, precision="mixed"),
+                 lambda: curvature.SpectrumTracker(CE, x, y, precision="double")):
+        with pytest.raises(ValueError, match="precision must be one of"):
+            call()
+
+
+# ----------------------------------------------------------------------------- precision
+
+def test_float32_certificate_is_wrong_at_a_flat_minimum_float64_one_holds(flat_minimum):
+    model, x, y, exact, _ = flat_minimum
+    # Evidence the test can fail: the float32-only certificate claims tol and misses it by far.
+    r32 = curvature.top_eigenpairs(model, CE, x, y, k=2, tol=TOL, precision="model")
+    assert r32.converged and r32.certified_in == "float32" and r32.n_hvps_float64 == 0
+    assert relative_errors(r32.eigenvalues, exact[:2]).max() > 10 * TOL
+    r = curvature.top_eigenpairs(model, CE, x, y, k=2, tol=TOL)
+    assert r.converged and r.certified_in == "float64" and r.n_hvps_float64 == r.n_hvps
+    assert np.all(relative_errors(r.eigenvalues, exact[:2]) <= TOL)
+    assert all(t.dtype == torch.float32 for v in r.eigenvectors for t in v)  # typed like the parameters
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+
+
+def test_mixed_refines_in_float64_only_where_float32_falls_short(flat_minimum):
+    # Ordinary curvature: float32 vectors pass the float64 check, which costs exactly k + 1 products.
+    model, (x, y) = mlp().float(), batch()
+    x = x.float()
+    exact = descending_eigenvalues(dense_hessian(mlp(), CE, x.double(), y))
+    r = curvature.top_eigenpairs(model, CE, x, y, k=2, tol=TOL, precision="mixed")
+    assert r.converged and r.certified_in == "float64" and r.n_hvps_float64 == 3 < r.n_hvps
+    assert np.all(relative_errors(r.eigenvalues, exact[:2]) <= TOL)
+    # At the flat minimum they fail it, and float64 Lanczos carries on from them.
+    model, x, y, exact, _ = flat_minimum
+    r = curvature.top_eigenpairs(model, CE, x, y, k=4, tol=TOL, precision="mixed")
+    assert r.converged and r.n_hvps_float64 > 5
+    assert np.all(relative_errors(r.eigenvalues, exact[:4]) <= TOL)
+
+
+def test_pyhessian_is_judged_against_float64(flat_minimum):
+    model, x, y, exact, _ = flat_minimum
+    kw = dict(k=1, tol=TOL, method="pyhessian", pyhessian_tol=1e-7)
+    # its float32 residual says converged, the float64 Hessian says it is 10 tol away
+    own = curvature.top_eigenpairs(model, CE, x, y, precision="model", **kw)
+    assert own.converged and relative_errors(own.eigenvalues, exact[:1])[0] > 10 * TOL
+    judged = curvature.top_eigenpairs(model, CE, x, y, **kw)
+    assert judged.eigenvalues == own.eigenvalues and judged.certified_in == "float64"
+    assert not judged.converged and judged.residuals[0] > 10 * TOL
+
+
+def test_float64_trace_and_density_at_a_flat_minimum(flat_minimum):
+    model, x, y, exact, H = flat_minimum
+    t = curvature.hessian_trace(model, CE, x, y, n_samples=100, precision="float64")
+    assert t.computed_in == "float64" and abs(t.mean - torch.trace(H).item()) <= 3 * t.stderr
+    d = curvature.spectral_density(model, CE, x, y, n_runs=1, n_steps=30, precision="float64")
+    assert d.computed_in == "float64" and d.nodes.max() == pytest.approx(exact[0], rel=1e-6)
+    # the defaults stay in the model's precision, whose top Ritz value is off by more
+    d32 = curvature.spectral_density(model, CE, x, y, n_runs=1, n_steps=30)
+    assert d32.computed_in == "float32" and d32.nodes.max() != pytest.approx(exact[0], rel=1e-4)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_float64_certificate_on_cuda(flat_minimum):
+    model, x, y, exact, _ = flat_minimum
+    r = curvature.top_eigenpairs(copy.deepcopy(model).cuda(), CE, x.cuda(), y.cuda(), k=2, tol=TOL)
+    assert r.converged and r.certified_in == "float64" and r.eigenvectors[0][0].is_cuda
+    assert np.all(relative_errors(r.eigenvalues, exact[:2]) <= TOL)
+
+
+# ----------------------------------------------------------------------------- preconditioner
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_preconditioned_eigenpairs_match_dense(dtype):
+    model, (x, y) = mlp().to(dtype), batch()
+    x = x.to(dtype)
+    P = positive_diagonal(model)
+    d = flat(P).double().rsqrt()
+    A = d[:, None] * dense_hessian(mlp(), CE, x.double(), y) * d[None, :]
+    exact = descending_eigenvalues(A)
+    r = curvature.top_eigenpairs(model, CE, x, y, k=3, tol=TOL, preconditioner=P)
+    assert r.converged and r.certified_in == "float64"
+    assert np.all(relative_errors(r.eigenvalues, exact[:3]) <= TOL)
+    for lam, vec, res in zip(r.eigenvalues, r.eigenvectors, r.residuals):
+        u = flat(vec).double()  # in the symmetric operator's coordinates: its reported residual is A's
+        assert (A @ u - lam * u).norm() / abs(lam) == pytest.approx(res, abs=1e-8 if dtype == torch.float64 else 1e-4)
+        assert res < 1e-2
+    warm = curvature.top_eigenpairs(model, CE, x, y, k=3, tol=TOL, preconditioner=P, init=r.eigenvectors)
+    assert warm.converged and warm.n_hvps <= 0.6 * r.n_hvps
+    assert np.all(relative_errors(warm.eigenvalues, exact[:3]) <= TOL)
+
+
+def test_bad_preconditioners_are_rejected():
+    model, (x, y) = mlp(), batch()
+    P = positive_diagonal(model)
+    zero, negative, nan = ([t.clone() for t in P] for _ in range(3))
+    zero[0][0, 0], negative[1][2], nan[2][0, 1] = 0.0, -1.0, float("nan")
+    for bad, match in ((P[:-1], "shaped"), ([t.reshape(-1) for t in P], "shaped"), (flat(P), "list"),
+                       (zero, "positive"), (negative, "positive"), (nan, "positive")):
+        with pytest.raises(ValueError, match=match):
+            curvature.top_eigenpairs(model, CE, x, y, preconditioner=bad)
+    with pytest.raises(ValueError, match="pyhessian"):
+        curvature.top_eigenpairs(model, CE, x, y, method="pyhessian", preconditioner=P)
 
 
 # ----------------------------------------------------------------------------- trace and density
@@ -269,7 +408,7 @@ def test_tracker_records_the_right_steps_and_leaves_training_alone():
     assert [r["step"] for r in tracker.spectrum] == [8, 9, 10]
     assert [r["step"] for r in tracker.sharpness] == [4, 8, 10]
     assert [r["epoch"] for r in tracker.spectrum] == [2, 2, 2]
-    assert all(r["converged"] for r in tracker.spectrum + tracker.sharpness)
+    assert all(r["converged"] and r["certified_in"] == "float64" for r in tracker.spectrum + tracker.sharpness)
     last = tracker.spectrum[-1]
     assert last["gap"] == last["lambda1"] - last["lambda2"] and last["ratio"] == last["lambda1"] / last["lambda2"]
     assert tracker.sharpness[-1]["lambda1"] == pytest.approx(last["lambda1"], rel=2 * TOL)
@@ -300,3 +439,15 @@ def test_tracker_state_dict_round_trips():
     tracker(model, epoch=1, step=3, total_steps=3)
     restored(model, epoch=1, step=3, total_steps=3)
     assert restored.spectrum == tracker.spectrum and restored.sharpness == tracker.sharpness
+
+
+@pytest.mark.parametrize("precision, certified_in", [("float64", "float64"), ("model", "float32")])
+def test_tracker_rows_record_the_certifying_precision(precision, certified_in):
+    x, y = batch()
+    model = mlp().float()
+    tracker = curvature.SpectrumTracker(CE, x.float(), y, spectral_steps=2, sharpness_every=1, precision=precision)
+    for step in (1, 2):
+        tracker(model, epoch=1, step=step, total_steps=2)
+    rows = tracker.spectrum + tracker.sharpness
+    assert len(rows) == 4 and all(r["certified_in"] == certified_in for r in rows)
+    assert all(r["n_hvps_float64"] == (r["n_hvps"] if precision == "float64" else 0) for r in rows)
