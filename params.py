@@ -35,14 +35,27 @@ DENSITY_STEPS = 60          # ... and Lanczos steps per start
 SENSITIVITY_BATCHES = (100, 1000, "full")   # Hessian batch sizes compared at the final weights
 SENSITIVITY_TRACE_SAMPLES = 10  # Hutchinson probes per batch size there (a full-set probe costs ~40 small ones)
 
+# ---------------------------------------------------------------- instruments (minima/tracking.py)
+TRACKING = True             # preconditioned sharpness, top-k gradient share, equal-loss curvature; sweeps may skip it
+SUBSPACE_K = 10             # top-k eigenvectors whose span holds the gradient (k = C classes, Gur-Ari et al. 2018)
+EQUAL_LOSS_THRESHOLDS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3)  # curvature at the first epoch end below each train loss
+EQUAL_LOSS_TRACE_SAMPLES = 10   # Hutchinson probes there: a cheap trace
+OUTLIER_TOP = 20            # top eigenvalues of the full training set's Hessian at the final weights
+
 # ---------------------------------------------------------------- landscapes
 LANDSCAPE_POINTS = 41       # points per axis, as in the original
 LANDSCAPE_RADIUS = 1.0      # alphas span [-radius, radius]
+
+# ---------------------------------------------------------------- reproduction check (make reproduce, python -m minima compare)
+REPRO_RTOL = 1e-5           # relative tolerance on losses, weights, gradient norms, landscapes, traces
+REPRO_EIG_RTOL = 2e-4       # on eigenvalues and what is built from them: each is certified to EIG_TOL only
+REPRO_ACCURACY_SAMPLES = 3  # accuracies may differ by this many images (confusion counts by this many)
 
 # ---------------------------------------------------------------- smoke mode (tests, `make smoke`)
 SMOKE = dict(epochs=2, train_size=400, test_size=200, spectral_steps=4, sharpness_every=4,
              final_top_k=3, trace_samples=8, density_runs=1, density_steps=12,
              landscape_points=5, sensitivity_batches=(100, "full"), sensitivity_trace_samples=4,
+             subspace_k=3, equal_loss_thresholds=(2.29, 2.2, 1.5), equal_loss_trace_samples=3, outlier_top=4,
              validation_size=100)  # sweeps hold out this many: 400 images are too few for VALIDATION_SIZE
 
 # ---------------------------------------------------------------- model

@@ -5,12 +5,15 @@ Run folders and their I/O
 Configuration and data
     config (make_config, the device), data (MNIST as tensors)
 Training
-    optimizers (the registry and each one's step), training (the loop, evaluation)
-Curvature and landscapes (import nothing of this package: lift them out as they are)
-    curvature (certified eigenpairs, trace, density, tracker), landscape (lines, planes, directions)
+    optimizers (the registry and each one's step), training (the loop, evaluation),
+    tracking (the instruments tracked through training)
+Curvature and landscapes (import nothing of the rest of this package: lift them out as they are)
+    curvature (certified eigenpairs, trace, density, tracker) with its Krylov core krylov,
+    subspace (the gradient's top-k share, outlier counts), preconditioning (P and the stability threshold
+    from an optimizer's state), landscape (lines, planes, filter-normalised directions)
 Runs, sweeps, report
     analysis (a run's final-weights analysis), plots (one run's figures), notebooks (stamping, kernels),
-    runner (headless runs), sweeps (plan, jobs, slurm, launch, summary, cli), report (collection, tables,
+    runner (headless runs), compare (two studies, number by number), sweeps (plan, jobs, slurm, launch, summary, cli), report (collection, tables,
     figures, build, facts)
 
 ``python -m minima`` is the command line. The study's three design-card

@@ -12,8 +12,9 @@ from pathlib import Path
 import numpy as np
 import torch.nn.functional as F
 
-from minima import curvature, landscape, runs
+from minima import curvature, landscape, runs, subspace
 from minima.data import Dataset, hessian_batch
+from minima.tracking import Instruments
 
 CRITERION = F.cross_entropy
 CHUNK = 1000  # HVPs over large Hessian batches are accumulated in chunks of this many samples
@@ -27,9 +28,27 @@ def spectrum_tracker(data: Dataset, config) -> curvature.SpectrumTracker:
                                      sharpness_every=h["sharpness_every"], tol=h["tol"])
 
 
-def save_tracking(tracker: curvature.SpectrumTracker, run_dir) -> None:
-    runs.save_csv(Path(run_dir) / runs.SPECTRUM, tracker.spectrum)
-    runs.save_csv(Path(run_dir) / runs.SHARPNESS, tracker.sharpness)
+def trackers(data: Dataset, config) -> list:
+    """The per-step callbacks of a run: the spectrum tracker and the instruments; none with tracking off."""
+    if not config.get("tracking", {}).get("on", True):
+        return []
+    h, t = config["hessian"], config["tracking"]
+    x, y = hessian_batch(data, h["batch_size"], config["seed"])
+    return [spectrum_tracker(data, config),
+            Instruments(CRITERION, x, y, every=h["sharpness_every"], k=t["subspace_k"],
+                        thresholds=t["equal_loss_thresholds"], trace_samples=t["equal_loss_trace_samples"],
+                        tol=h["tol"], seed=config["seed"])]
+
+
+def save_tracking(callbacks, run_dir) -> None:
+    """Each tracker's rows into its file of the run folder (spectrum, sharpness, tracking, equal_loss)."""
+    for cb in callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]:
+        if isinstance(cb, curvature.SpectrumTracker):
+            runs.save_csv(Path(run_dir) / runs.SPECTRUM, cb.spectrum)
+            runs.save_csv(Path(run_dir) / runs.SHARPNESS, cb.sharpness)
+        elif isinstance(cb, Instruments):
+            runs.save_csv(Path(run_dir) / runs.TRACKING, cb.rows)
+            runs.save_csv(Path(run_dir) / runs.EQUAL_LOSS, cb.equal_loss)
 
 
 def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> dict:
@@ -48,10 +67,23 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
     progress(f"spectral density, {h['density_runs']} x {h['density_steps']} Lanczos steps")
     density = curvature.spectral_density(model, CRITERION, x, y, n_runs=h["density_runs"],
                                          n_steps=h["density_steps"], seed=seed)
+    full_x, full_y = hessian_batch(data, "full", seed)
+    n_top = h.get("outlier_top", 0)
+    outliers = None
+    if n_top:
+        progress(f"top-{n_top} eigenvalues of the full training set's Hessian ({len(full_y)} samples)")
+        outliers = curvature.top_eigenpairs(model, CRITERION, full_x, full_y, k=n_top, tol=h["tol"],
+                                            batch_size=CHUNK)
     sensitivity = []
     for size in h["sensitivity_batches"]:
         if size == h["batch_size"]:  # the very batch analysed above (same size, same seed): reuse, don't recompute
             eig, tr, by = top, trace, y
+        elif size == "full" and outliers is not None:  # its top two are the full-data outliers' first two
+            by = full_y
+            eig = outliers
+            progress(f"Hessian-batch sensitivity: {len(by)} samples")
+            tr = curvature.hessian_trace(model, CRITERION, full_x, full_y, n_samples=h["sensitivity_trace_samples"],
+                                         seed=seed, batch_size=CHUNK)
         else:
             bx, by = hessian_batch(data, size, seed)
             progress(f"Hessian-batch sensitivity: {len(by)} samples")
@@ -60,12 +92,12 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
                                          seed=seed, batch_size=CHUNK)
         sensitivity.append({"batch": str(size), "n_samples": len(by), "lambda1": eig.eigenvalues[0],
                             "lambda2": eig.eigenvalues[1], "residual1": eig.residuals[0], "residual2": eig.residuals[1],
-                            "converged": eig.converged, "trace": tr.mean, "trace_stderr": tr.stderr,
-                            "trace_samples": len(tr.samples)})
+                            "converged": eig.converged, "certified_in": eig.certified_in, "trace": tr.mean,
+                            "trace_stderr": tr.stderr, "trace_samples": len(tr.samples)})
     summary = {
         "hessian_batch_size": len(y),
         "top_eigenvalues": top.eigenvalues, "residuals": top.residuals, "n_hvps": top.n_hvps,
-        "converged": top.converged,
+        "n_hvps_float64": top.n_hvps_float64, "converged": top.converged, "certified_in": top.certified_in,
         "gap": top.eigenvalues[0] - top.eigenvalues[1],
         # the ratio is undefined unless lambda2 > 0
         "ratio": top.eigenvalues[0] / top.eigenvalues[1] if top.eigenvalues[1] > 0 else None,
@@ -73,6 +105,12 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
                       "n_hvps": original.n_hvps, "converged": original.converged},
         "trace": {"mean": trace.mean, "stderr": trace.stderr, "n_samples": len(trace.samples)},
         "density_n_hvps": density.n_hvps,
+        "full_data_top": None if outliers is None else {
+            "n_samples": len(full_y), "eigenvalues": outliers.eigenvalues, "residuals": outliers.residuals,
+            "converged": outliers.converged, "certified_in": outliers.certified_in, "n_hvps": outliers.n_hvps,
+            "n_outliers": subspace.count_outliers(outliers.eigenvalues),
+            "outlier_rule": "the position of the largest ratio lambda_i / lambda_(i+1) among the top "
+                            f"{n_top} positive eigenvalues (minima.subspace.count_outliers)"},
         "batch_sensitivity": sensitivity,
     }
     lo, hi = float(density.nodes.min()), float(density.nodes.max())

@@ -28,12 +28,14 @@ def _check_positive(name, value, kind=float):
 
 
 def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, data_source=None,
-                smoke=False, overrides=None, validation_size=0, results_dir=None, data_dir=None, sweep=None):
+                smoke=False, overrides=None, validation_size=0, results_dir=None, data_dir=None, sweep=None,
+                tracking=None):
     """Everything one run needs, validated, as a JSON-able dict.
 
     ``None`` means "the value in params.py"; ``overrides`` replaces optimizer
     hyperparameters (any keyword its constructor takes, e.g. ``{"lr": 0.05}``);
-    ``smoke`` shrinks the run to seconds.
+    ``smoke`` shrinks the run to seconds; ``tracking=False`` switches the
+    instruments off (sweeps), which trains to the same weights.
     """
     optimizers.get(optimizer)
     if not _is_int(seed):
@@ -81,6 +83,13 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
             "density_steps": get("density_steps", params.DENSITY_STEPS),
             "sensitivity_batches": list(get("sensitivity_batches", params.SENSITIVITY_BATCHES)),
             "sensitivity_trace_samples": get("sensitivity_trace_samples", params.SENSITIVITY_TRACE_SAMPLES),
+            "outlier_top": get("outlier_top", params.OUTLIER_TOP),
+        },
+        "tracking": {
+            "on": bool(params.TRACKING if tracking is None else tracking),
+            "subspace_k": get("subspace_k", params.SUBSPACE_K),
+            "equal_loss_thresholds": list(get("equal_loss_thresholds", params.EQUAL_LOSS_THRESHOLDS)),
+            "equal_loss_trace_samples": get("equal_loss_trace_samples", params.EQUAL_LOSS_TRACE_SAMPLES),
         },
         "landscape": {
             "points": get("landscape_points", params.LANDSCAPE_POINTS),

@@ -125,3 +125,48 @@ def landscape_2d(alphas, surface, title="", zlabel="loss"):
     b.set(xlabel=r"$\alpha$", ylabel=r"$\beta$", zlabel=zlabel, title=f"{title} surface".strip())
     fig.tight_layout()
     return fig
+
+
+def instruments(tracking: pd.DataFrame, title=""):
+    """Preconditioned sharpness over its stability threshold (1 = the edge), and the gradient's top-k share."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.5))
+    a.plot(tracking.step, tracking.precond_ratio, marker=".", label=r"$\lambda_1(P^{-1}H)$ / threshold")
+    a.plot(tracking.step, tracking.lambda1 / tracking.threshold, marker=".", alpha=0.6,
+           label=r"raw $\lambda_1$ / threshold")
+    a.axhline(1.0, color="C3", ls="--", lw=1, label="stability threshold")
+    a.set(xlabel="step", yscale="log", title=f"{title} preconditioned sharpness".strip())
+    a.legend(fontsize=8)
+    k = int(tracking.k.iloc[0]) if "k" in tracking else "k"
+    b.plot(tracking.step, tracking.overlap_hessian_batch, marker=".", label="Hessian batch's gradient")
+    b.plot(tracking.step, tracking.overlap_last_batch, marker=".", label="last mini-batch's gradient")
+    b.set(xlabel="step", ylabel=f"share in the top-{k} eigenspace", ylim=(0, 1.02),
+          title=f"{title} gradient in the top eigenspace".strip())
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def equal_loss(rows: pd.DataFrame, title="", ax=None):
+    """lambda1 (raw and preconditioned) and the trace at the first epoch end below each training-loss threshold."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.5))
+    ax.plot(rows.train_loss, rows.lambda1, marker="o", label=r"$\lambda_1$")
+    ax.plot(rows.train_loss, rows.precond_lambda1, marker="s", label=r"$\lambda_1(P^{-1}H)$")
+    ax.plot(rows.train_loss, rows.trace, marker="^", label="trace")
+    ax.set(xlabel="training loss (first epoch end below each threshold)", xscale="log", yscale="log",
+           title=f"{title} curvature at equal training loss".strip())
+    ax.invert_xaxis()
+    ax.legend(fontsize=8)
+    return fig
+
+
+def outlier_spectrum(eigenvalues, n_outliers=None, title="", ax=None):
+    """The top eigenvalues of the full training set's Hessian on a log scale, the outliers marked."""
+    fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(6, 3.5))
+    values = np.asarray(eigenvalues, dtype=float)
+    idx = np.arange(1, len(values) + 1)
+    ax.semilogy(idx[values > 0], values[values > 0], "o-", ms=4)
+    if n_outliers:
+        ax.axvline(n_outliers + 0.5, color="C3", ls="--", lw=1, label=f"{n_outliers} outliers (largest ratio)")
+        ax.legend(fontsize=8)
+    ax.set(xlabel="i", ylabel=r"$\lambda_i$ (full training set)", title=f"{title} top of the spectrum".strip())
+    return fig

@@ -9,8 +9,8 @@ A run folder is ``<root>/<optimizer>/seed<k>/`` (``<root>/sweeps/<name>/<optimiz
 for sweeps). Its files, written atomically (temporary file, fsync, rename, the
 mode the umask allows), with ``done`` written last::
 
-    config.json  history.csv  final.json  model.pt  spectrum.csv  sharpness.csv
-    curvature.json  density.npz  landscape.npz  notebook.ipynb  done
+    config.json  history.csv  final.json  model.pt  spectrum.csv  sharpness.csv  tracking.csv
+    equal_loss.csv  curvature.json  density.npz  landscape.npz  notebook.ipynb  done
     (while running: checkpoint.pt, lock; on failure: error.txt; sweeps: job.log)
 """
 
@@ -32,9 +32,10 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 CONFIG, HISTORY, FINAL, MODEL = "config.json", "history.csv", "final.json", "model.pt"
 SPECTRUM, SHARPNESS, CURVATURE = "spectrum.csv", "sharpness.csv", "curvature.json"
+TRACKING, EQUAL_LOSS = "tracking.csv", "equal_loss.csv"
 DENSITY, LANDSCAPE, NOTEBOOK = "density.npz", "landscape.npz", "notebook.ipynb"
 CHECKPOINT, DONE, ERROR, JOB_LOG, LOCK = "checkpoint.pt", "done", "error.txt", "job.log", "lock"
-CSV_FILES = (HISTORY, SPECTRUM, SHARPNESS)
+CSV_FILES = (HISTORY, SPECTRUM, SHARPNESS, TRACKING, EQUAL_LOSS)
 JSON_FILES = (CONFIG, FINAL, CURVATURE)
 NPZ_FILES = (DENSITY, LANDSCAPE)
 
@@ -155,7 +156,7 @@ def load_run(run_dir) -> dict:
     import numpy as np
     import pandas as pd
     run_dir, run = Path(run_dir), {}
-    for name in CSV_FILES + tuple(EXTRA_CSV):
+    for name in CSV_FILES:
         path = run_dir / name
         if path.exists() and path.stat().st_size > 1:
             run[name.removesuffix(".csv")] = pd.read_csv(path)
@@ -169,9 +170,6 @@ def load_run(run_dir) -> dict:
             with np.load(path) as f:
                 run[name.removesuffix(".npz")] = {k: f[k] for k in f.files}
     return run
-
-
-EXTRA_CSV: list[str] = []   # instrument files added by later modules register their names here
 
 
 def is_done(run_dir) -> bool:

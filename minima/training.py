@@ -82,7 +82,7 @@ def confusion(model, x, y, num_classes=params.NUM_CLASSES, batch_size=params.EVA
             "confusion_matrix": matrix.tolist()}
 
 
-def train(model, config, data: Dataset, run_dir=None, callback=None, progress=True, on_epoch=None) -> dict:
+def train(model, config, data: Dataset, run_dir=None, callback=None, progress=True) -> dict:
     """Train ``model`` as ``config`` says; returns {"history", "status", "diverged_at"}.
 
     Per epoch: train/test loss and accuracy, the full-batch gradient norm over
@@ -90,13 +90,19 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
     measure) and wall time. With a ``run_dir`` it writes ``history.csv`` and a
     checkpoint after every epoch, and resumes from that checkpoint. A
     non-finite loss stops the run with status ``diverged``.
-    ``callback(model, epoch=, step=, total_steps=)`` runs after every step; if
-    it has ``state_dict``/``load_state_dict`` its state is checkpointed too.
-    ``on_epoch(model, row, optimizer=)`` runs after each epoch's evaluation
-    (``row`` is that epoch's history row), before the checkpoint.
+    ``callback`` (one, or a list): ``callback(model, epoch=, step=, total_steps=)``
+    runs after every step. A callback may also have ``bind(optimizer)``
+    (called once, before the first step, so it can read the optimizer's
+    state), ``on_epoch(model, row)`` (after each epoch's evaluation; ``row``
+    is that epoch's history row) and ``state_dict``/``load_state_dict``
+    (checkpointed with the run).
     """
     name, seed = config["optimizer"], config["seed"]
     optimizer = optimizers.make_optimizer(name, model, config["hyperparameters"])
+    callbacks = [] if callback is None else list(callback) if isinstance(callback, (list, tuple)) else [callback]
+    for cb in callbacks:
+        if hasattr(cb, "bind"):
+            cb.bind(optimizer)
     batch_size, epochs = config["batch_size"], config["epochs"]
     n = len(data.y_train)
     steps_per_epoch = math.ceil(n / batch_size)
@@ -111,8 +117,9 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
         optimizers.load_state_dict(optimizer, state["optimizer"])
         order.set_state(state["order_rng"])
         torch.set_rng_state(state["torch_rng"])
-        if callback is not None and hasattr(callback, "load_state_dict"):
-            callback.load_state_dict(state["callback"])
+        for cb, cb_state in zip(callbacks, state["callback"] or []):
+            if hasattr(cb, "load_state_dict"):
+                cb.load_state_dict(cb_state)
         history, start_epoch = state["history"], state["epoch"] + 1
         print(f"resuming {run_dir} after epoch {state['epoch']}")
     status, diverged_at = "ok", None
@@ -130,8 +137,8 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
                 # the loss as a string: "nan" and "inf" are valid JSON that way
                 status, diverged_at = "diverged", {"epoch": epoch, "step": step, "loss": str(float(loss))}
                 break
-            if callback is not None:
-                callback(model, epoch=epoch, step=step, total_steps=total_steps)
+            for cb in callbacks:
+                cb(model, epoch=epoch, step=step, total_steps=total_steps)
             bar.update(1)
         last_batch_grad_norm = _grad_norm(model)
         optimizer.zero_grad(set_to_none=True)  # AdaHessian's .grad holds a graph: free it before evaluating
@@ -149,15 +156,16 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
         row.update(grad_norm_full=tr["grad_norm"], grad_norm_last_batch=last_batch_grad_norm,
                    train_time_s=train_time, epoch_time_s=time.perf_counter() - t0)
         history.append(row)
-        if on_epoch is not None:
-            on_epoch(model, row, optimizer=optimizer)
+        for cb in callbacks:
+            if hasattr(cb, "on_epoch"):
+                cb.on_epoch(model, row)
         bar.set_postfix(loss=f"{tr['loss']:.4f}", test_acc=f"{te['accuracy']:.4f}")
         if run_dir:
             runs.save_csv(Path(run_dir) / runs.HISTORY, history)
             runs.save_torch(checkpoint, {
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optimizers.state_dict(optimizer),
                 "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
-                "callback": callback.state_dict() if hasattr(callback, "state_dict") else None})
+                "callback": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks]})
     bar.close()
     if status == "diverged":
         print(f"diverged: non-finite loss at epoch {diverged_at['epoch']}, step {diverged_at['step']}")

@@ -73,24 +73,25 @@ plt.show()
 # %% [markdown]
 # ## Training
 #
-# One loop serves every optimizer. After every step a callback tracks the Hessian: λ1 and λ2 over the last steps
-# (certified Lanczos, warm-started step to step) and the sharpness λ1 every few hundred steps. The callback restores
-# everything it touches, so training is bitwise the same with or without it. Each epoch is checkpointed: a killed
-# run resumes where it stopped.
+# One loop serves every optimizer. After every step two callbacks track the Hessian on the fixed Hessian batch:
+# λ1 and λ2 over the last steps (certified Lanczos, warm-started step to step) and, every few hundred steps, the
+# sharpness λ1, the preconditioned sharpness λ1(P⁻¹H) against the optimizer's stability threshold, and the share of
+# the gradient in the top-10 eigenspace; at the first epoch end below each training-loss threshold, λ1, λ1(P⁻¹H)
+# and a cheap trace. The callbacks restore everything they touch, so training is bitwise the same with or without
+# them. Each epoch is checkpointed: a killed run resumes where it stopped.
 
 # %%
 model = training.build_model(SEED, device, config["model"]["activation"])
 if complete:
     saved = helpers.load_run(run_dir)
     history, final = saved["history"], saved["final"]
-    spectrum, sharpness = saved.get("spectrum", pd.DataFrame()), saved.get("sharpness", pd.DataFrame())
 else:
-    tracker = analysis.spectrum_tracker(data, config)
-    outcome = training.train(model, config, data, run_dir, callback=tracker, progress=PROGRESS)
-    analysis.save_tracking(tracker, run_dir)
+    trackers = analysis.trackers(data, config)
+    outcome = training.train(model, config, data, run_dir, callback=trackers, progress=PROGRESS)
+    analysis.save_tracking(trackers, run_dir)
     final = training.finish_training(model, data, outcome, run_dir)
+    saved = helpers.load_run(run_dir)
     history = pd.DataFrame(outcome["history"])
-    spectrum, sharpness = pd.DataFrame(tracker.spectrum), pd.DataFrame(tracker.sharpness)
 print({k: final[k] for k in ("status", "train_accuracy", "test_accuracy") if k in final})
 
 # %%
@@ -109,6 +110,7 @@ plt.show()
 # residual ‖Hv−λv‖/|λ|.
 
 # %%
+spectrum, sharpness = saved.get("spectrum", pd.DataFrame()), saved.get("sharpness", pd.DataFrame())
 if len(spectrum):
     plots.spectral_tracking(spectrum, OPTIMIZER)
     print(spectrum[["lambda1", "lambda2", "gap", "ratio", "residual1", "residual2", "n_hvps"]]
@@ -119,11 +121,30 @@ if len(sharpness):
 plt.show()
 
 # %% [markdown]
+# ## Why it ends where it does: stability, subspace, equal loss
+#
+# The step size bounds the *preconditioned* sharpness λ1(P⁻¹H), not the raw one, for the adaptive optimizers
+# (Cohen et al. 2022): the left panel divides both by the optimizer's threshold (2/η for SGD and SAM,
+# (2 + 2β1)/((1 − β1)η) for Adam and AdaHessian, 2/η_t for AdaGrad), so 1 is the edge of stability. The right panel
+# is the share of the gradient in the span of the top-10 Hessian eigenvectors (Gur-Ari et al. 2018). Below: λ1,
+# λ1(P⁻¹H) and the trace measured when the training loss first fell below each threshold, which compares
+# optimizers at equal loss rather than at their different final losses.
+
+# %%
+if "tracking" in saved:
+    plots.instruments(saved["tracking"], OPTIMIZER)
+if "equal_loss" in saved:
+    print(saved["equal_loss"][["loss_threshold", "epoch", "train_loss", "lambda1", "precond_lambda1", "trace"]])
+    plots.equal_loss(saved["equal_loss"], OPTIMIZER)
+plt.show()
+
+# %% [markdown]
 # ## The final minimum
 #
 # Top eigenpairs with residuals (and PyHessian's own answer beside them, as the original computed it), the trace by
-# Hutchinson with its standard error, the spectral density by stochastic Lanczos quadrature, and how λ1, λ2 and the
-# trace depend on the size of the Hessian batch.
+# Hutchinson with its standard error, the spectral density by stochastic Lanczos quadrature, how λ1, λ2 and the
+# trace depend on the size of the Hessian batch, and the top 20 eigenvalues of the full training set's Hessian: the
+# literature expects about 10 outliers (one per class) above a bulk (Sagun et al. 2017, Papyan 2020).
 
 # %%
 if final["status"] == "ok":
@@ -134,6 +155,10 @@ if final["status"] == "ok":
     print(pd.DataFrame(curv["batch_sensitivity"]))
     dens = helpers.load_run(run_dir)["density"]
     plots.spectral_density(dens["grid"], dens["density"], curv["top_eigenvalues"], OPTIMIZER)
+    if curv.get("full_data_top"):
+        top = curv["full_data_top"]
+        print(f"full training set ({top['n_samples']} samples): {top['n_outliers']} outliers by {top['outlier_rule']}")
+        plots.outlier_spectrum(top["eigenvalues"], top["n_outliers"], OPTIMIZER)
     plt.show()
 
 # %% [markdown]

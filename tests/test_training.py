@@ -103,3 +103,33 @@ def test_confusion_matrix_counts_every_test_image(small):
     m = torch.tensor(c["confusion_matrix"])
     assert m.sum() == 100 and m.sum(1).tolist() == [10] * 10
     assert c["accuracy"] == pytest.approx(float(m.diag().sum()) / 100)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sam"])
+def test_the_instruments_leave_training_unchanged_and_record_each_threshold_once(small, optimizer):
+    """Trained with every tracker on, and with tracking off: the same history and weights, bit for bit."""
+    from minima import analysis
+
+    config = _config(optimizer, epochs=3)
+    config["hessian"].update(spectral_steps=3, sharpness_every=4)
+    config["tracking"].update(subspace_k=3, equal_loss_thresholds=[2.29, 2.25, 2.2, 1.9, 1e-9],
+                              equal_loss_trace_samples=2)
+    callbacks = analysis.trackers(small, config)
+    tracked, out_tracked = _train(config, small, callback=callbacks)
+    plain, out_plain = _train(dict(config, tracking=dict(config["tracking"], on=False)), small,
+                              callback=analysis.trackers(small, dict(config, tracking={"on": False})))
+    assert _numbers(out_tracked["history"]) == _numbers(out_plain["history"])
+    assert training.state_checksum(tracked) == training.state_checksum(plain)
+    instruments = callbacks[1]
+    rows = pd.DataFrame(instruments.rows)
+    assert list(rows.step) == [4, 8, 12, 16, 18]  # every 4 steps and the last (6 steps per epoch)
+    assert (rows.threshold > 0).all() and (rows.overlap_hessian_batch.between(0, 1)).all()
+    history = pd.DataFrame(out_tracked["history"])
+    equal = pd.DataFrame(instruments.equal_loss)
+    for t in config["tracking"]["equal_loss_thresholds"]:
+        below = history[history.train_loss < t]
+        got = equal[equal.loss_threshold == t]
+        if below.empty:
+            assert got.empty
+        else:  # exactly one row, at the first epoch end below the threshold
+            assert len(got) == 1 and int(got.epoch.iloc[0]) == int(below.epoch.iloc[0])
