@@ -5,6 +5,7 @@
     python -m minima status [--results-dir runs]
     python -m minima report [--results results] [--report-dir report]
     python -m minima facts [--results results]
+    python -m minima compare runs results [--optimizers sgd] [--seeds 0]
     python -m minima sweep launch | status | collect --name NAME ...
     python -m minima notebooks [--force]
 
@@ -42,6 +43,12 @@ def cmd_facts(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from minima.compare import compare_studies, print_comparison
+    diffs = compare_studies(args.first, args.second, args.optimizers, args.seeds)
+    return 0 if print_comparison(diffs, args.first, args.second).startswith("reproduced") else 1
+
+
 def cmd_notebooks(args) -> int:
     from minima.notebooks import write_notebooks
     return 1 if write_notebooks(force=args.force) else 0
@@ -75,6 +82,12 @@ def parser() -> argparse.ArgumentParser:
     facts = sub.add_parser("facts", help="every number the report's and README's prose quote, recomputed")
     facts.add_argument("--results", default=DEFAULT_RESULTS)
     facts.set_defaults(func=cmd_facts)
+    cmp = sub.add_parser("compare", help="every number of study A's runs against the same runs in study B")
+    cmp.add_argument("first", help="a study folder, e.g. runs")
+    cmp.add_argument("second", help="the study to compare it with, e.g. results")
+    cmp.add_argument("--optimizers", nargs="+", metavar="NAME", help="only these optimizers' runs")
+    cmp.add_argument("--seeds", nargs="+", type=seed_arg, help="only these seeds")
+    cmp.set_defaults(func=cmd_compare)
     nbs = sub.add_parser("notebooks", help="stamp every registered optimizer's notebook from the template")
     nbs.add_argument("--force", action="store_true", help="overwrite notebooks that were edited by hand")
     nbs.set_defaults(func=cmd_notebooks)
