@@ -14,8 +14,8 @@ import time
 
 import submitit
 
-from minima.runner import execute_run
 from minima.lock import RunLock
+from minima.runner import execute_run
 from minima.runs import ERROR, JOB_LOG, StudyError, ensure_writable, is_done, run_dir_for
 
 
