@@ -46,7 +46,7 @@ OUTLIER_TOP = 20            # top eigenvalues of the full training set's Hessian
 LANDSCAPE_POINTS = 41       # points per axis, as in the original
 LANDSCAPE_RADIUS = 1.0      # alphas span [-radius, radius]
 
-# ---------------------------------------------------------------- reproduction check (make reproduce, python -m minima compare)
+# ---------------------------------------------------------------- reproduction check (make reproduce, compare)
 REPRO_RTOL = 1e-5           # relative tolerance on losses, weights, gradient norms, landscapes, traces
 REPRO_EIG_RTOL = 2e-4       # on eigenvalues and what is built from them: each is certified to EIG_TOL only
 REPRO_ACCURACY_SAMPLES = 3  # accuracies may differ by this many images (confusion counts by this many)

@@ -13,8 +13,8 @@ Curvature and landscapes (import nothing of the rest of this package: lift them 
     from an optimizer's state), landscape (lines, planes, filter-normalised directions)
 Runs, sweeps, report
     analysis (a run's final-weights analysis), plots (one run's figures), notebooks (stamping, kernels),
-    runner (headless runs), compare (two studies, number by number), sweeps (plan, jobs, slurm, launch, summary, cli), report (collection, tables,
-    figures, build, facts)
+    runner (headless runs), compare (two studies, number by number), sweeps (plan, jobs, slurm, launch,
+    summary, cli), report (collection, tables, figures, build, facts)
 
 ``python -m minima`` is the command line. The study's three design-card
 modules, ``params.py``, ``helpers.py`` and ``cnn_architectures.py``, sit at the

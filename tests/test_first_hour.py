@@ -47,8 +47,8 @@ def _outputs(nb) -> str:
 def test_every_notebook_runs_on_a_fresh_clone_and_leaves_results_alone(clone, tmp_path):
     before = _digest(clone / "results")
     for name in optimizers.names():
-        nb = _execute(clone / "notebooks" / f"{name}.ipynb", tmp_path / f"{name}.ipynb", SMOKE=True,
-                      DATA_SOURCE="embedded")
+        _execute(clone / "notebooks" / f"{name}.ipynb", tmp_path / f"{name}.ipynb", SMOKE=True,
+                 DATA_SOURCE="embedded")
         assert (clone / "runs" / name / "seed0" / "done").exists()
     # run again: the complete run is read back and drawn, not refused and not retrained
     again = _execute(clone / "notebooks" / "sgd.ipynb", tmp_path / "again.ipynb", SMOKE=True, DATA_SOURCE="embedded")
