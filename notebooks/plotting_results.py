@@ -82,7 +82,7 @@ written += figures.save_figure(fig, "spectral_ratio_gap", REPORT_DIR, FIG_FORMAT
 # %% [markdown]
 # ## Sharpness during training
 #
-# λ1 over the whole run. For SGD the dashed line is 2/lr, the stability threshold of gradient descent on a quadratic (edge of stability, Cohen et al. 2021); with cross-entropy and mini-batches it is a reference, not a prediction. For the adaptive methods the relevant quantity would be the preconditioned sharpness, which is not plotted here.
+# λ1 over the whole run. For SGD the dashed line is 2/lr, the stability threshold of gradient descent on a quadratic (edge of stability, Cohen et al. 2021); with cross-entropy and mini-batches it is a reference, not a prediction. For the adaptive methods the step size bounds the preconditioned sharpness instead: see the next figure.
 
 # %%
 fig = figures.plot_sharpness(frames, figsize=FIGSIZE, band=BAND, labels=LABELS)
@@ -136,6 +136,50 @@ written += figures.save_figure(fig, "spectral_density", REPORT_DIR, FIG_FORMATS,
 # %%
 fig = figures.plot_hessian_batch_sensitivity(frames, figsize=FIGSIZE_WIDE, labels=LABELS)
 written += figures.save_figure(fig, "hessian_batch_sensitivity", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+
+# %% [markdown]
+# ## Stability of the adaptive optimizers
+#
+# The step size bounds the *preconditioned* sharpness λ1(P⁻¹H), P the optimizer's diagonal preconditioner read from
+# its state, not the raw λ1 (Cohen et al. 2022). Both are divided by the optimizer's own stability threshold, so 1
+# (dashed) is the edge of stability for every optimizer: 2/η for SGD and SAM, (2 + 2β1)/((1 − β1)η) for Adam and
+# AdaHessian, 2/η_t for AdaGrad. Runs made before this instrument existed carry no `tracking.csv` and are left out.
+
+# %%
+fig = figures.plot_preconditioned_sharpness(frames, figsize=FIGSIZE, band=BAND, labels=LABELS)
+written += figures.save_figure(fig, "preconditioned_sharpness", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+
+# %% [markdown]
+# ## Where the gradient lives
+#
+# The share ||VVᵀg||²/||g||² of the gradient in the span V of the top-10 Hessian eigenvectors (Gur-Ari, Roberts and
+# Dyer 2018 found it near 1 after a short initial phase), for the Hessian batch's gradient and for the last
+# mini-batch's, the one each step used.
+
+# %%
+fig = figures.plot_subspace_overlap(frames, figsize=FIGSIZE_WIDE, band=BAND, labels=LABELS)
+written += figures.save_figure(fig, "subspace_overlap", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+
+# %% [markdown]
+# ## Curvature at equal training loss
+#
+# The optimizers end at training losses that differ by orders of magnitude, so their final curvatures compare
+# different stages of training. Here λ1, λ1(P⁻¹H) and a 10-probe trace are read at the first epoch end where each
+# run's full-batch training loss fell below each threshold.
+
+# %%
+fig = figures.plot_equal_loss(frames, figsize=FIGSIZE_WIDE, labels=LABELS)
+written += figures.save_figure(fig, "equal_loss", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+
+# %% [markdown]
+# ## The outliers of the full-data Hessian
+#
+# The top 20 eigenvalues of the Hessian of the whole training set's loss at the final weights. The literature
+# expects a bulk near zero and about C = 10 outliers from the Gauss–Newton part (Sagun et al. 2017; Papyan 2020).
+
+# %%
+fig = figures.plot_outliers(frames, labels=LABELS)
+written += figures.save_figure(fig, "full_data_outliers", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
 
 # %%
 print(f"{len(written)} files written:")

@@ -90,6 +90,9 @@ def test_an_optimizer_registered_from_outside_runs_and_shows_up_everywhere(tmp_p
     assert rep.returncode == 0, rep.stdout + rep.stderr
     assert "| RMSprop |" in (report / "tables" / "accuracy.md").read_text()
     assert (report / "figures" / "sharpness.png").exists()
+    for name in ("preconditioned_sharpness", "subspace_overlap", "full_data_outliers"):  # smoke runs track them
+        assert (report / "figures" / f"{name}.png").exists(), name
+    assert "| RMSprop |" in (report / "tables" / "instruments.md").read_text()
     assert not (ROOT / "notebooks" / "rmsprop.ipynb").exists()
 
 

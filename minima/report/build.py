@@ -12,11 +12,14 @@ import time
 
 from minima.report.collection import _fail, collect, optimizers_in, seed_count
 from minima.report.tables import write_tables
+from minima.notebooks import KERNEL_OPTIONS
 from minima.runs import REPO_ROOT
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "plotting_results.ipynb"
 FIGURES = ("grad_norms", "spectral_ratio_gap", "sharpness", "landscape_1d", "landscape_2d", "landscape_3d",
            "confusion", "spectral_density", "hessian_batch_sensitivity")
+# drawn only when some run carries the instruments' files (runs made before them do not)
+OPTIONAL_FIGURES = ("preconditioned_sharpness", "subspace_overlap", "equal_loss", "full_data_outliers")
 
 
 @contextlib.contextmanager
@@ -58,7 +61,8 @@ def build(results_dir="results", report_dir="report", parameters=None, log_outpu
     with _environment(MPLBACKEND="Agg", PYTHONPATH=path):  # headless kernel that finds the report modules
         try:
             papermill.execute_notebook(str(NOTEBOOK), str(executed), parameters=knobs, cwd=str(NOTEBOOK.parent),
-                                       kernel_name="python3", progress_bar=False, log_output=log_output)
+                                       kernel_name="python3", progress_bar=False, log_output=log_output,
+                                       **KERNEL_OPTIONS)
         except papermill.PapermillExecutionError as e:
             _fail(f"the plotting notebook failed: {e.ename}: {e.evalue} (see {executed})")
     formats = knobs.get("FIG_FORMATS", ("png", "pdf"))
@@ -66,6 +70,8 @@ def build(results_dir="results", report_dir="report", parameters=None, log_outpu
     missing = [str(p) for p in figures if not p.exists() or p.stat().st_mtime < started - 1]
     if missing:
         _fail(f"the plotting notebook did not write {', '.join(missing)} (see {executed})")
+    optional = [report_dir / "figures" / f"{name}.{fmt}" for name in OPTIONAL_FIGURES for fmt in formats]
+    figures += [p for p in optional if p.exists() and p.stat().st_mtime >= started - 1]
     for p in tables + figures + [executed]:
         print("wrote", p)
     return {"frames": frames, "tables": tables, "figures": figures, "notebook": executed}

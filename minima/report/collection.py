@@ -75,6 +75,13 @@ def _run_row(run_dir, run) -> dict:
                    steps_ratio_below_1=int((spec["ratio"] < 1).sum()),
                    steps_unconverged=int((~spec["converged"].astype(bool)).sum()),
                    spectrum_max_residual=float(np.nanmax(spec[["residual1", "residual2"]].to_numpy())))
+    top = (curv or {}).get("full_data_top")
+    if top:
+        row.update(n_outliers=top["n_outliers"], full_lambda1=top["eigenvalues"][0],
+                   full_data_converged=bool(top["converged"]))
+    certified = [(curv or {}).get("certified_in")] + (list(spec["certified_in"].unique())
+                                                      if spec is not None and "certified_in" in spec else [])
+    row["certified_in"] = ", ".join(sorted({str(c) for c in certified if isinstance(c, str)})) or "float32 (old)"
     return row
 
 
@@ -87,6 +94,11 @@ EMPTY = {  # the columns of each frame when no run contributes a row, so that fi
     "confusion": KEY + ["true", "predicted", "count"],
     "sensitivity": KEY + ["batch", "n_samples", "lambda1", "lambda2", "residual1", "residual2", "trace",
                           "trace_samples"],
+    "tracking": KEY + ["epoch", "step", "lambda1", "precond_lambda1", "threshold", "precond_ratio",
+                       "overlap_hessian_batch", "overlap_last_batch", "k"],
+    "equal_loss": KEY + ["loss_threshold", "epoch", "step", "train_loss", "lambda1", "precond_lambda1", "threshold",
+                         "trace", "trace_stderr"],
+    "outliers": KEY + ["i", "eigenvalue", "n_samples"],
 }
 
 
@@ -106,7 +118,8 @@ def collect(results_dir) -> dict:
     complete, incomplete = study_runs(root)
     skipped = [(str(d), "no done file: incomplete or still running") for d in incomplete]
     rows, per_class, confusion, sensitivity = [], [], [], []
-    stacked = {"history": [], "spectrum": [], "sharpness": []}
+    stacked = {"history": [], "spectrum": [], "sharpness": [], "tracking": [], "equal_loss": []}
+    outliers = []
     for run_dir in complete:
         run = load_run(run_dir)
         if "config" not in run or "final" not in run:
@@ -122,6 +135,10 @@ def collect(results_dir) -> dict:
                           for t, line in enumerate(final["test_confusion_matrix"]) for p, n in enumerate(line)]
         for item in run.get("curvature", {}).get("batch_sensitivity", []):
             sensitivity.append(dict(key, **{**item, "batch": str(item["batch"])}))
+        top = (run.get("curvature") or {}).get("full_data_top")
+        if top:
+            outliers += [dict(key, i=i + 1, eigenvalue=v, n_samples=top["n_samples"])
+                         for i, v in enumerate(top["eigenvalues"])]
         for name, parts in stacked.items():
             if name in run:
                 parts.append(run[name].assign(**key))
@@ -136,6 +153,7 @@ def collect(results_dir) -> dict:
               "per_class": pd.DataFrame(per_class, columns=EMPTY["per_class"] if not per_class else None),
               "confusion": pd.DataFrame(confusion, columns=EMPTY["confusion"] if not confusion else None),
               "sensitivity": pd.DataFrame(sensitivity, columns=EMPTY["sensitivity"] if not sensitivity else None),
+              "outliers": pd.DataFrame(outliers, columns=EMPTY["outliers"] if not outliers else None),
               "skipped": pd.DataFrame(skipped, columns=["run_dir", "reason"])}
     for name, parts in stacked.items():
         frames[name] = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=EMPTY[name])

@@ -250,9 +250,95 @@ def plot_hessian_batch_sensitivity(frames, figsize=(11, 3.8), labels=None):
     return fig
 
 
+def _optional(frame, what):
+    """None (and a printed note) when no run carries the file behind a figure: older runs lack the instruments."""
+    if frame is None or not len(frame):
+        print(f"note: no complete run carries {what}; its figure is skipped")
+        return True
+    return False
+
+
+def plot_preconditioned_sharpness(frames, figsize=(9, 6.5), band="minmax", labels=None):
+    """Per optimizer: λ1(P⁻¹H) and raw λ1 over the step's stability threshold; 1 is the edge of stability."""
+    track = collection.only_ok(frames.get("tracking"), frames)
+    if _optional(track, "tracking.csv"):
+        return None
+    track = track.assign(raw_ratio=track.lambda1 / track.threshold)
+    opts = collection.optimizers_in(track)
+    fig, axes = _panels(len(opts), figsize, sharex=True)
+    for ax, opt in zip(axes, opts):
+        t = track[track.optimizer == opt]
+        seed_band(ax, t.pivot_table(index="step", columns="seed", values="precond_ratio"), "C0",
+                  r"$\lambda_1(P^{-1}H)$ / threshold", band)
+        seed_band(ax, t.pivot_table(index="step", columns="seed", values="raw_ratio"), "C1",
+                  r"raw $\lambda_1$ / threshold", band)
+        ax.axhline(1, color="C3", ls="--", lw=1, label="stability threshold")
+        ax.set(yscale="log", xlabel="step", title=_label(opt, labels))
+        ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_subspace_overlap(frames, figsize=(11, 3.8), band="minmax", labels=None):
+    """The share of the gradient in the top-k Hessian eigenspace over training, one curve per optimizer."""
+    track = collection.only_ok(frames.get("tracking"), frames)
+    if _optional(track, "tracking.csv"):
+        return None
+    fig, axes = plt.subplots(1, 2, figsize=figsize, sharey=True)
+    k = int(track.k.max())
+    for i, opt in enumerate(collection.optimizers_in(track)):
+        t = track[track.optimizer == opt]
+        for ax, col in zip(axes, ("overlap_hessian_batch", "overlap_last_batch")):
+            seed_band(ax, t.pivot_table(index="step", columns="seed", values=col), f"C{i}", _label(opt, labels), band)
+    for ax, what in zip(axes, ("Hessian batch's gradient", "last mini-batch's gradient")):
+        ax.set(xlabel="step", ylim=(0, 1.02), title=what)
+    axes[0].set_ylabel(f"share of ||g||² in the top-{k} eigenspace")
+    axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_equal_loss(frames, figsize=(11, 3.8), labels=None):
+    """λ1, λ1(P⁻¹H) and the trace at the first epoch end below each training-loss threshold, per optimizer."""
+    eq = collection.only_ok(frames.get("equal_loss"), frames)
+    if _optional(eq, "equal_loss.csv"):
+        return None
+    fig, axes = plt.subplots(1, 3, figsize=figsize)
+    for i, opt in enumerate(collection.optimizers_in(eq)):
+        stats = eq[eq.optimizer == opt].groupby("loss_threshold")[["lambda1", "precond_lambda1", "trace"]]
+        mean, sd = stats.mean(), stats.std(ddof=1).fillna(0)
+        n = eq[eq.optimizer == opt].seed.nunique()
+        for ax, col in zip(axes, ("lambda1", "precond_lambda1", "trace")):
+            ax.errorbar(mean.index, mean[col], yerr=sd[col], color=f"C{i}", marker="o", ms=4, capsize=3,
+                        label=f"{_label(opt, labels)} (n≤{n})")
+    for ax, what in zip(axes, (r"$\lambda_1$", r"$\lambda_1(P^{-1}H)$", "trace")):
+        ax.set(xscale="log", yscale="log", xlabel="training-loss threshold", ylabel=what)
+        ax.invert_xaxis()
+    axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
+def plot_outliers(frames, figsize=(6, 4), labels=None):
+    """The top eigenvalues of the full training set's Hessian at the final weights, mean over seeds, log scale."""
+    out = collection.only_ok(frames.get("outliers"), frames)
+    if _optional(out, "full-data eigenvalues in curvature.json"):
+        return None
+    fig, ax = plt.subplots(figsize=figsize)
+    for i, opt in enumerate(collection.optimizers_in(out)):
+        o = out[out.optimizer == opt]
+        seed_band(ax, o.pivot_table(index="i", columns="seed", values="eigenvalue"), f"C{i}", _label(opt, labels))
+    ax.set(yscale="log", xlabel="i", ylabel=r"$\lambda_i$, full training set", xticks=range(1, int(out.i.max()) + 1, 2))
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 def save_figure(fig, name, report_dir, formats=("png", "pdf"), dpi=150, close=False) -> list[Path]:
-    """``<report_dir>/figures/<name>.<fmt>`` for each format, written atomically."""
+    """``<report_dir>/figures/<name>.<fmt>`` for each format, written atomically; nothing for no figure."""
     paths = []
+    if fig is None:
+        return paths
     for fmt in formats:
         path = Path(report_dir) / "figures" / f"{name}.{fmt}"
         # no creation date in PDFs: regenerating the report from the same results gives the same bytes

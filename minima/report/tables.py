@@ -173,10 +173,56 @@ def pyhessian_table(frames) -> tuple[pd.DataFrame, str]:
     return pd.DataFrame(rows), caption
 
 
+def instruments_table(frames) -> tuple[pd.DataFrame, str]:
+    track, runs = only_ok(frames["tracking"], frames), ok_runs(frames)
+    rows = []
+    for opt in optimizers_in(track):
+        t = track[track.optimizer == opt]
+        late = t[t.step > t.groupby("seed").step.transform("max") / 2]  # the second half of training
+        per_seed = late.groupby("seed")
+        r = runs[runs.optimizer == opt]
+        rows.append({"optimizer": LABELS.get(opt, opt), "n": t.seed.nunique(),
+                     "λ1(P⁻¹H) / threshold, median 2nd half": mean_sd(per_seed.precond_ratio.median(), 3),
+                     "max over training": mean_sd(t.groupby("seed").precond_ratio.max(), 3),
+                     "raw λ1 / threshold, median 2nd half": mean_sd((late.lambda1 / late.threshold)
+                                                                    .groupby(late.seed).median(), significant=3),
+                     "top-k share, Hessian batch, median": mean_sd(t.groupby("seed").overlap_hessian_batch.median(), 3),
+                     "top-k share, last mini-batch, median": mean_sd(t.groupby("seed").overlap_last_batch.median(), 3),
+                     "outliers (full data)": mean_sd(r.get("n_outliers"), 1)})
+    k = sorted({int(v) for v in track.get("k", pd.Series(dtype=float)).dropna()})
+    caption = ("Stability and subspace through training, mean ± sd over n seeds: the preconditioned sharpness "
+               "λ1(P⁻¹H) and the raw λ1 divided by the optimizer's stability threshold (1 = the edge of stability; "
+               "2/η for SGD and SAM, (2 + 2β1)/((1 − β1)η) for Adam and AdaHessian, 2/η_t for AdaGrad), per-seed "
+               "medians over the second half of training and the maximum; the share ||VVᵀg||²/||g||² of the "
+               f"gradient in the top-{', '.join(map(str, k)) or 'k'} eigenspace (per-seed medians over training); "
+               "and the number of outliers among the top eigenvalues of the full training set's Hessian at the "
+               "final weights (the largest ratio λ_i/λ_(i+1))." + _diverged_note(frames["runs"]))
+    return pd.DataFrame(rows), caption
+
+
+def equal_loss_table(frames) -> tuple[pd.DataFrame, str]:
+    eq = only_ok(frames["equal_loss"], frames)
+    rows = []
+    for threshold in sorted(eq.loss_threshold.unique(), reverse=True) if len(eq) else []:
+        at = eq[eq.loss_threshold == threshold]
+        for opt in optimizers_in(at):
+            e = at[at.optimizer == opt]
+            rows.append({"train loss below": f"{threshold:g}", "optimizer": LABELS.get(opt, opt), "n": len(e),
+                         "epoch": mean_sd(e.epoch, 1), "λ1": mean_sd(e.lambda1, significant=3),
+                         "λ1(P⁻¹H)": mean_sd(e.precond_lambda1, significant=3),
+                         "trace": mean_sd(e.trace, significant=3)})
+    caption = ("Curvature at equal training loss: λ1, the preconditioned λ1(P⁻¹H) and a 10-probe Hutchinson trace "
+               "on the Hessian batch, measured at the first epoch end where the full-batch training loss fell below "
+               "each threshold, mean ± sd over the n seeds that reached it." + _diverged_note(frames["runs"]))
+    return pd.DataFrame(rows), caption
+
+
 TABLES = {"accuracy": accuracy_table, "spectrum": spectrum_table, "per_class": per_class_table,
+          "instruments": instruments_table, "equal_loss": equal_loss_table,
           "sensitivity": sensitivity_table, "pyhessian": pyhessian_table}
 
-TEX = {"±": r"$\pm$", "λ1": r"$\lambda_1$", "λ2": r"$\lambda_2$", "—": "--", "−": "$-$", "‖": r"$\|$",
+TEX = {"⁻¹": r"$^{-1}$", "ᵀ": r"$^T$", "²": r"$^2$", "±": r"$\pm$", "λ1": r"$\lambda_1$", "λ2": r"$\lambda_2$",
+       "—": "--", "−": "$-$", "‖": r"$\|$", "η": r"$\eta$", "β": r"$\beta$", "λ": r"$\lambda$",
        "≤": r"$\le$", "<": r"$<$", "’": "'"}
 
 
