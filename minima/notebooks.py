@@ -14,6 +14,9 @@ local sockets that only this machine can reach, so ipykernel has no
 unencrypted TCP port to warn about.
 """
 
+import os
+import tempfile
+import uuid
 from pathlib import Path
 
 import jupytext
@@ -29,11 +32,20 @@ FORMAT = "py:percent"
 
 
 class IPCKernelManager(KernelManager):
-    """A kernel manager whose kernels listen on local IPC sockets instead of TCP ports."""
+    """A kernel manager whose kernels listen on local IPC sockets instead of TCP ports.
+
+    Each kernel's sockets get a path of their own: jupyter_client's default for
+    IPC ("kernel-ipc" in the working folder) would let two kernels started at once
+    from the same folder (parallel runs) answer each other's messages.
+    """
 
     @default("transport")
     def _default_transport(self):
         return "ipc"
+
+    @default("ip")
+    def _default_ip(self):
+        return os.path.join(tempfile.gettempdir(), f"minima-kernel-{uuid.uuid4().hex[:16]}")
 
 
 KERNEL_OPTIONS = {"kernel_manager_class": IPCKernelManager}

@@ -11,6 +11,7 @@ notebook wrote ``done``; finished runs are skipped unless ``--force``.
 import logging
 import os
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import params
@@ -19,6 +20,12 @@ from minima.cli import parse_value
 from minima.config import make_config
 from minima.data import resolve_data_source
 from minima.lock import RunLock
+
+# How runs share the machine. Each run gets TORCH_THREADS threads, whatever the core count, so its numbers do not
+# depend on the machine's size (a different thread count changes the order of floating-point sums); up to one run
+# per TORCH_THREADS cores runs at once. On this 2-core machine two 1-thread runs side by side are the committed
+# study's setting: a 2-thread run slows down several-fold whenever anything else wants a core.
+TORCH_THREADS = 1
 
 
 def run_config(optimizer, seed, *, smoke=False, epochs=None, batch_size=None, data_source=None, data_dir=None,
@@ -95,13 +102,42 @@ def cmd_run(args) -> int:
                           data_source=args.data_source, data_dir=args.data_dir,
                           overrides=overrides, results_dir=args.results_dir)
                for opt in args.optimizers for seed in args.seeds]
+    for flag, value in (("--jobs", args.jobs), ("--threads", args.threads)):
+        if value is not None and value < 1:
+            raise runs.StudyError(f"{flag} must be a positive integer, got {value}")
     preflight(configs)  # everything is checked before anything starts
+    jobs = args.jobs or max(1, min(len(configs), usable_cores() // TORCH_THREADS))
+    os.environ["OMP_NUM_THREADS"] = str(args.threads or TORCH_THREADS)  # the kernels read it when they start
     failures = 0
-    for cfg in configs:
-        t0 = time.time()
-        label = f"{cfg['optimizer']} seed {cfg['seed']}"
-        print(f"[{label}] running -> {runs.run_dir_for(cfg)}", flush=True)
-        outcome = execute_run(cfg, force=args.force, log_output=not args.quiet)
-        failures += outcome.startswith("failed")
-        print(f"[{label}] {outcome} ({time.time() - t0:.0f} s)", flush=True)
+    if jobs == 1:
+        for cfg in configs:
+            print(f"[{_label(cfg)}] running -> {runs.run_dir_for(cfg)}", flush=True)
+            outcome, seconds = _timed_run(cfg, args.force, not args.quiet)
+            failures += outcome.startswith("failed")
+            print(f"[{_label(cfg)}] {outcome} ({seconds:.0f} s)", flush=True)
+        return 1 if failures else 0
+    print(f"{len(configs)} runs, {jobs} at a time, {os.environ['OMP_NUM_THREADS']} torch thread(s) each", flush=True)
+    with ProcessPoolExecutor(jobs) as pool:  # the notebooks' output is not echoed: it would interleave
+        futures = {pool.submit(_timed_run, cfg, args.force, False): cfg for cfg in configs}
+        for future in as_completed(futures):
+            outcome, seconds = future.result()
+            failures += outcome.startswith("failed")
+            print(f"[{_label(futures[future])}] {outcome} ({seconds:.0f} s) -> {runs.run_dir_for(futures[future])}",
+                  flush=True)
     return 1 if failures else 0
+
+
+def _label(config) -> str:
+    return f"{config['optimizer']} seed {config['seed']}"
+
+
+def _timed_run(config, force, log_output) -> tuple[str, float]:
+    t0 = time.time()
+    return execute_run(config, force=force, log_output=log_output), time.time() - t0
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

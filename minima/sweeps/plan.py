@@ -1,12 +1,11 @@
 """The runs of a sweep: planning them, the manifest ``sweep.json`` that records them, and their status."""
 
 import json
-import os
 from pathlib import Path
 
 import params
 from minima.optimizers import get as optimizer_entry
-from minima.runner import run_config
+from minima.runner import run_config, usable_cores  # noqa: F401 - usable_cores is the launcher's too
 from minima.runs import (
     REPO_ROOT,
     STATUSES,
@@ -27,13 +26,6 @@ THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # torch reads these w
 
 
 # ---------------------------------------------------------------- planning
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
-
 
 def params_lr_grid(optimizer) -> list[float]:
     """``params.LR_GRID_FACTORS`` times the optimizer's original learning rate, to 6 significant digits."""
