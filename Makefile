@@ -15,7 +15,7 @@ SMOKE_DIR ?= .smoke
 OPT_ARGS = $(if $(strip $(OPTIMIZERS)),--optimizers $(OPTIMIZERS))
 
 .PHONY: install test lint reproduce compare smoke sweep-smoke report facts status notebooks benchmarks gpu-check \
-        clean-smoke
+        edge-of-stability clean-smoke
 
 install: $(VENV)/.installed
 
@@ -64,6 +64,10 @@ benchmarks: install
 	$(PY) benchmarks/bench_training.py
 	$(PY) benchmarks/bench_eigensolver.py
 	$(PY) benchmarks/bench_landscape.py
+	$(PY) benchmarks/bench_tracking.py
+
+edge-of-stability: install  # the instruments' validation: writes results/edge_of_stability/ and its figure (~15 min)
+	$(PY) benchmarks/edge_of_stability.py --threads 1
 
 clean-smoke:
 	rm -rf $(SMOKE_DIR)
