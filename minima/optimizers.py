@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 import params
+from minima import projected
 from minima.runs import StudyError
 
 # ---------------------------------------------------------------------------- the steps
@@ -74,6 +75,9 @@ class OptimizerEntry:
     defaults: Mapping                             # from params.py
     step: Callable = plain_step
     accepts: tuple = field(default=())            # constructors whose keywords are valid overrides
+    attach: Callable | None = None                # attach(optimizer, model, data, config) -> callbacks that
+                                                  # training.train runs after the caller's (state, files)
+    in_study: bool = True                         # one of the study's optimizers (False: an experiment's)
 
     def valid_keywords(self) -> list[str]:
         names = []
@@ -96,8 +100,9 @@ def register(entry: OptimizerEntry) -> OptimizerEntry:
     return entry
 
 
-def names() -> list[str]:
-    return list(REGISTRY)
+def names(everything=False) -> list[str]:
+    """The study's optimizers, in the report's order; ``everything`` adds the experiments' (projected SGD)."""
+    return [n for n, e in REGISTRY.items() if everything or e.in_study]
 
 
 def labels() -> dict[str, str]:
@@ -193,6 +198,30 @@ register(OptimizerEntry(
     "sharpness-aware minimisation (Foret et al. 2021) around SGD: the step taken with the gradient at the worst "
     "point within rho (pytorch_optimizer.SAM)",
     _sam, params.SAM, step=sam_step, accepts=_sam_signatures()))
+
+
+def _projected(params, base, lam, k, refresh_every, start_step, **base_hyper):
+    """The base optimizer, built from its own hyperparameters, stepping with the projected gradient.
+
+    (The first argument is named ``params`` as in torch's constructors, which ``valid_keywords`` skips.)
+    """
+    bases = [n for n, e in REGISTRY.items() if e.step is plain_step and e.attach is None]
+    if base not in bases:
+        raise ValueError(f"base must be one of {', '.join(bases)}, got {base!r}: the projection replaces the one "
+                         "gradient of a plain step (AdaHessian differentiates .grad again, SAM takes two)")
+    return projected.wrap(REGISTRY[base].build(params, **base_hyper), lam, k, refresh_every, start_step)
+
+
+def _projected_signatures():
+    """Its own keywords, then those of every plain-step base registered so far (their lr, momentum, ...)."""
+    return (_projected, *(fn for e in REGISTRY.values() if e.step is plain_step for fn in e.accepts))
+
+
+register(OptimizerEntry(
+    "projected", "Projected SGD",
+    "the base optimizer (SGD) stepping with lam times the gradient's part in the top-k Hessian eigenspace plus "
+    "1 - lam times the rest, the eigenvectors refreshed every few steps (minima/projected.py)",
+    _projected, params.PROJECTED, accepts=_projected_signatures(), attach=projected.attach, in_study=False))
 
 
 for _path in filter(None, os.environ.get("MINIMA_EXTRA_OPTIMIZERS", "").split(os.pathsep)):

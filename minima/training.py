@@ -95,12 +95,19 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
     (called once, before the first step, so it can read the optimizer's
     state), ``on_epoch(model, row)`` (after each epoch's evaluation; ``row``
     is that epoch's history row) and ``state_dict``/``load_state_dict``
-    (checkpointed with the run).
+    (checkpointed with the run). An optimizer whose registry entry has an
+    ``attach`` brings callbacks of its own (Projected SGD's eigenvector
+    refresh): they run after the caller's, are checkpointed under their own
+    key (so the caller's list may differ on resume) and, with a ``run_dir``,
+    write their files there at the end (``save(run_dir)``).
     """
     name, seed = config["optimizer"], config["seed"]
     optimizer = optimizers.make_optimizer(name, model, config["hyperparameters"])
     callbacks = [] if callback is None else list(callback) if isinstance(callback, (list, tuple)) else [callback]
-    for cb in callbacks:
+    attach = optimizers.get(name).attach
+    owned = list(attach(optimizer, model, data, config)) if attach else []
+    every = callbacks + owned
+    for cb in every:
         if hasattr(cb, "bind"):
             cb.bind(optimizer)
     batch_size, epochs = config["batch_size"], config["epochs"]
@@ -120,6 +127,8 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
         for cb, cb_state in zip(callbacks, state["callback"] or []):
             if hasattr(cb, "load_state_dict"):
                 cb.load_state_dict(cb_state)
+        for cb, cb_state in zip(owned, state.get("owned", [])):
+            cb.load_state_dict(cb_state)
         history, start_epoch = state["history"], state["epoch"] + 1
         print(f"resuming {run_dir} after epoch {state['epoch']}")
     status, diverged_at = "ok", None
@@ -137,7 +146,7 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
                 # the loss as a string: "nan" and "inf" are valid JSON that way
                 status, diverged_at = "diverged", {"epoch": epoch, "step": step, "loss": str(float(loss))}
                 break
-            for cb in callbacks:
+            for cb in every:
                 cb(model, epoch=epoch, step=step, total_steps=total_steps)
             bar.update(1)
         last_batch_grad_norm = _grad_norm(model)
@@ -156,7 +165,7 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
         row.update(grad_norm_full=tr["grad_norm"], grad_norm_last_batch=last_batch_grad_norm,
                    train_time_s=train_time, epoch_time_s=time.perf_counter() - t0)
         history.append(row)
-        for cb in callbacks:
+        for cb in every:
             if hasattr(cb, "on_epoch"):
                 cb.on_epoch(model, row)
         bar.set_postfix(loss=f"{tr['loss']:.4f}", test_acc=f"{te['accuracy']:.4f}")
@@ -165,8 +174,11 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
             runs.save_torch(checkpoint, {
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optimizers.state_dict(optimizer),
                 "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
-                "callback": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks]})
+                "callback": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
+                "owned": [cb.state_dict() for cb in owned]})
     bar.close()
+    for cb in owned if run_dir else []:
+        cb.save(run_dir)
     if status == "diverged":
         print(f"diverged: non-finite loss at epoch {diverged_at['epoch']}, step {diverged_at['step']}")
     return {"history": history, "status": status, "diverged_at": diverged_at}
