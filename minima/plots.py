@@ -48,8 +48,12 @@ def gradient_norms(history: pd.DataFrame, title=""):
     return fig
 
 
-def confusion_heatmap(matrix, title="", ax=None):
-    """Confusion matrix normalised per true class (rows sum to 1)."""
+def confusion_heatmap(matrix, title="", ax=None, classes=None):
+    """Confusion matrix normalised per true class (rows sum to 1).
+
+    ``classes`` labels the axes (``minima.data.CLASS_NAMES[dataset]``); MNIST's digits when None.
+    """
+    classes = CLASSES if classes is None else [str(c) for c in classes]
     m = np.asarray(matrix, dtype=float)
     m = m / np.clip(m.sum(1, keepdims=True), 1, None)
     fig, ax = (ax.figure, ax) if ax is not None else plt.subplots(figsize=(4.5, 4))
@@ -59,8 +63,11 @@ def confusion_heatmap(matrix, title="", ax=None):
             if m[i, j] >= 0.005:
                 ax.text(j, i, f"{m[i, j]:.2f}", ha="center", va="center", fontsize=6,
                         color="white" if m[i, j] > 0.5 else "black")
-    ax.set(xticks=range(10), yticks=range(10), xticklabels=CLASSES, yticklabels=CLASSES,
+    ax.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
            xlabel="predicted", ylabel="true", title=title)
+    if max(map(len, classes)) > 2:  # names, not digits: slanted so that they do not overlap
+        ax.tick_params(axis="x", labelrotation=60)
+        ax.tick_params(axis="both", labelsize=7)
     fig.colorbar(im, ax=ax, fraction=0.046)
     return fig
 

@@ -29,11 +29,12 @@ TORCH_THREADS = 1
 
 
 def run_config(optimizer, seed, *, smoke=False, epochs=None, batch_size=None, data_source=None, data_dir=None,
-               overrides=None, sweep=None, validation_size=0, results_dir=None):
+               overrides=None, sweep=None, validation_size=0, results_dir=None, dataset=None, tracking=None):
     """The validated config of one run (raises StudyError on bad input)."""
     return make_config(optimizer, seed, epochs=epochs, batch_size=batch_size, data_source=data_source, smoke=smoke,
-                               overrides=overrides, sweep=sweep, validation_size=validation_size, data_dir=data_dir,
-                               results_dir=str(Path(results_dir or runs.REPO_ROOT / params.RUNS_DIR).resolve()))
+                       overrides=overrides, sweep=sweep, validation_size=validation_size, data_dir=data_dir,
+                       results_dir=str(Path(results_dir or runs.REPO_ROOT / params.RUNS_DIR).resolve()),
+                       dataset=dataset, tracking=tracking)
 
 
 def execute_run(config, *, force=False, progress=True, log_output=False) -> str:
@@ -57,6 +58,7 @@ def execute_run(config, *, force=False, progress=True, log_output=False) -> str:
         parameters = {"OPTIMIZER": config["optimizer"], "SEED": config["seed"], "EPOCHS": config["epochs"],
                       "BATCH_SIZE": config["batch_size"],
                       "DATA_SOURCE": config["data"]["source_requested"], "SMOKE": config["smoke"],
+                      "DATASET": config["data"].get("dataset", "mnist"),
                       "OVERRIDES": config["overrides"], "SWEEP": config["sweep"],
                       "VALIDATION_SIZE": config["data"]["validation_size"], "RESULTS_DIR": config["results_dir"],
                       "DATA_DIR": config["data"]["data_dir"], "FORCE": force, "PROGRESS": progress}
@@ -84,8 +86,9 @@ def execute_run(config, *, force=False, progress=True, log_output=False) -> str:
 
 def preflight(configs) -> None:
     """Check the data source and the results folders of all runs; raise StudyError on the first problem."""
-    for source, data_dir in {(c["data"]["source_requested"], c["data"]["data_dir"]) for c in configs}:
-        used, why = resolve_data_source(source, data_dir)
+    for source, data_dir, dataset in {(c["data"]["source_requested"], c["data"]["data_dir"], c["data"]["dataset"])
+                                      for c in configs}:
+        used, why = resolve_data_source(source, data_dir, dataset=dataset)
         print(f"data source: {used}" + (f" (full MNIST unavailable: {why})" if why else ""))
     for results_dir in {c["results_dir"] for c in configs}:
         runs.ensure_writable(results_dir)
@@ -99,7 +102,7 @@ def cmd_run(args) -> int:
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s")  # papermill echoes the notebooks' output
     configs = [run_config(opt, seed, smoke=args.smoke, epochs=args.epochs, batch_size=args.batch_size,
-                          data_source=args.data_source, data_dir=args.data_dir,
+                          data_source=args.data_source, data_dir=args.data_dir, dataset=args.dataset,
                           overrides=overrides, results_dir=args.results_dir)
                for opt in args.optimizers for seed in args.seeds]
     for flag, value in (("--jobs", args.jobs), ("--threads", args.threads)):

@@ -56,11 +56,20 @@ def setting_tag(overrides) -> str:
 
 
 def run_dir_for(config) -> Path:
-    """``<results>/<optimizer>/seed<k>/``, or ``<results>/sweeps/<name>/<optimizer>-<setting>/seed<k>/``."""
+    """``<results>/<optimizer>/seed<k>/``, or ``<results>/sweeps/<name>/<optimizer>-<setting>/seed<k>/``.
+
+    A run on another dataset than MNIST goes one level down, under the
+    dataset's name: ``<results>/fashion-mnist/<optimizer>/seed<k>/``, so that
+    MNIST's paths stay as they were and a study folder holds one dataset.
+    Sweeps keep ``<results>/sweeps/<name>/`` (their manifest records the dataset).
+    """
     root = Path(config["results_dir"])
     if config.get("sweep"):
         setting = f"{config['optimizer']}-{setting_tag(config['overrides'])}"
         return root / "sweeps" / config["sweep"] / setting / f"seed{config['seed']}"
+    dataset = config.get("data", {}).get("dataset", "mnist")
+    if dataset != "mnist":
+        root = root / dataset
     return root / config["optimizer"] / f"seed{config['seed']}"
 
 
@@ -230,8 +239,8 @@ def status(run_dir) -> tuple[str, str]:
     if (run_dir / ERROR).exists():
         lines = (run_dir / ERROR).read_text().strip().splitlines()
         return "failed", lines[-1] if lines else "error.txt is empty"
-    try:
-        recent = max((_mtime(f) for f in run_dir.iterdir()), default=0)
+    try:  # a stale lock's own heartbeat says nothing about the run
+        recent = max((_mtime(f) for f in run_dir.iterdir() if f.name != LOCK), default=0)
     except FileNotFoundError:
         return "incomplete", "not started"
     if time.time() - recent < ALIVE_S:
@@ -327,6 +336,7 @@ def prepare_run_dir(config, data, device: dict, force=False) -> Path:
                     f.unlink()
         elif existing.exists():
             old = load_json(existing)
+            old.setdefault("data", {}).setdefault("dataset", "mnist")  # runs made before datasets were recorded
             differs = [k for k in COMPARED_KEYS
                        if json.dumps(old.get(k), sort_keys=True) != json.dumps(full.get(k), sort_keys=True)]
             if differs:

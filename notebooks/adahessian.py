@@ -26,7 +26,8 @@ OPTIMIZER = "adahessian"
 SEED = 0
 EPOCHS = None
 BATCH_SIZE = None
-DATA_SOURCE = None     # auto | torchvision | embedded
+DATASET = None         # mnist | fashion-mnist
+DATA_SOURCE = None     # auto | torchvision | embedded (MNIST only)
 SMOKE = False          # seconds-long run on a subset (tests, make smoke)
 OVERRIDES = {}         # optimizer hyperparameters, any keyword its constructor takes, e.g. {"lr": 0.05}
 SWEEP = None           # sweep name: runs go to <RESULTS_DIR>/sweeps/<SWEEP>/...
@@ -50,7 +51,7 @@ from minima import analysis, plots, training
 
 config = helpers.make_config(OPTIMIZER, SEED, epochs=EPOCHS, batch_size=BATCH_SIZE, data_source=DATA_SOURCE,
                              smoke=SMOKE, overrides=OVERRIDES, validation_size=VALIDATION_SIZE,
-                             results_dir=RESULTS_DIR, data_dir=DATA_DIR, sweep=SWEEP)
+                             results_dir=RESULTS_DIR, data_dir=DATA_DIR, sweep=SWEEP, dataset=DATASET)
 device = helpers.pick_device()
 print(f"{OPTIMIZER}, seed {SEED}, {config['epochs']} epochs, batch {config['batch_size']}, "
       f"hyperparameters {config['hyperparameters']}, device {device}")
@@ -58,13 +59,15 @@ print(f"{OPTIMIZER}, seed {SEED}, {config['epochs']} epochs, batch {config['batc
 # %% [markdown]
 # ## Data
 #
-# MNIST, resized 28→32 bilinearly, pixels in [0, 1], preloaded as tensors on the device. The source (full MNIST or
-# the embedded 5,000-digit subset) is printed and recorded in the run's `config.json`.
+# MNIST (or Fashion-MNIST, `DATASET = "fashion-mnist"`), resized 28→32 bilinearly, pixels in [0, 1], preloaded as
+# tensors on the device. The source (full MNIST, the embedded 5,000-digit subset, or Fashion-MNIST's files) is
+# printed and recorded in the run's `config.json`.
 
 # %%
 d = config["data"]
 data = helpers.load_mnist(d["source_requested"], d["data_dir"], train_size=d["train_size"],
-                          test_size=d["test_size"], validation_size=d["validation_size"], device=device)
+                          test_size=d["test_size"], validation_size=d["validation_size"], device=device,
+                          dataset=d["dataset"])
 run_dir, complete = helpers.open_run(config, data, device, force=FORCE)
 print("run folder:", run_dir, "(complete: figures from its files)" if complete else "")
 plots.sample_digits(data.x_train, data.y_train)
@@ -99,7 +102,8 @@ if len(history):
     plots.learning_curves(history, OPTIMIZER)
     plots.gradient_norms(history, OPTIMIZER)
 if final["status"] == "ok":
-    plots.confusion_heatmap(final["test_confusion_matrix"], f"{OPTIMIZER}: test confusion (per true class)")
+    plots.confusion_heatmap(final["test_confusion_matrix"], f"{OPTIMIZER}: test confusion (per true class)",
+                            classes=data.class_names)
 plt.show()
 
 # %% [markdown]

@@ -15,7 +15,7 @@ import pandas as pd
 from minima import optimizers
 from minima.runs import StudyError, load_run, study_runs
 
-ORDER = tuple(optimizers.names())   # table rows and panels in this order; unknown names follow
+ORDER = tuple(optimizers.names(everything=True))   # table rows and panels in this order; unknown names follow
 LABELS = optimizers.labels()
 
 # The original study's numbers (its README and notebooks): full MNIST, 60k train / 10k test, one seed.
@@ -55,6 +55,7 @@ def _run_row(run_dir, run) -> dict:
            "run_dir": str(run_dir), "epochs": cfg.get("epochs"), "epochs_completed": final.get("epochs_completed"),
            "lr": cfg.get("hyperparameters", {}).get("lr"), "batch_size": cfg.get("batch_size"),
            "smoke": bool(cfg.get("smoke", False)), "data_source": data.get("source"),
+           "dataset": data.get("dataset", "mnist"),
            "n_train": data.get("n_train"), "n_test": data.get("n_test")}
     for key in ("train_accuracy", "test_accuracy", "train_loss", "test_loss"):
         row[key] = final.get(key, nan)

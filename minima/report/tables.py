@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from minima import runs
+from minima.data import CLASS_NAMES
 from minima.report.collection import (
     LABELS,
     ORIGINAL_ACCURACY,
@@ -114,15 +115,27 @@ def spectrum_table(frames) -> tuple[pd.DataFrame, str]:
     return pd.DataFrame(rows), caption
 
 
+def _datasets(runs_frame) -> set:
+    """The datasets of the collected runs: a ``dataset`` column if there is one, else each run's config.json."""
+    if "dataset" in runs_frame:
+        return set(runs_frame["dataset"].fillna("mnist"))
+    return {runs.load_json(Path(d) / runs.CONFIG).get("data", {}).get("dataset", "mnist")
+            for d in runs_frame.get("run_dir", [])}
+
+
 def per_class_table(frames) -> tuple[pd.DataFrame, str]:
+    """Rows are MNIST's digits 0-9, or the class names when every run is on another dataset (Fashion-MNIST)."""
     pc = frames["per_class"]
-    table = pd.DataFrame({"digit": range(10)})
+    datasets = _datasets(frames["runs"])
+    named = len(datasets) == 1 and datasets != {"mnist"}
+    table = (pd.DataFrame({"class": list(CLASS_NAMES[datasets.pop()])}) if named
+             else pd.DataFrame({"digit": range(10)}))
     for opt in optimizers_in(pc):
         p = pc[pc.optimizer == opt]
         n = p.seed.nunique()
         table[f"{LABELS.get(opt, opt)} (n={n})"] = [mean_sd(p[p.digit == d].accuracy) for d in range(10)]
-    caption = (f"Test accuracy per true digit, mean ± sd over n seeds ({_data_line(frames['runs'])})."
-               + _diverged_note(frames["runs"]))
+    caption = (f"Test accuracy per true {'class' if named else 'digit'}, mean ± sd over n seeds "
+               f"({_data_line(frames['runs'])})." + _diverged_note(frames["runs"]))
     return table, caption
 
 

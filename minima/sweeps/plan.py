@@ -115,6 +115,7 @@ def record_plan(name, configs, launch_info) -> Path:
     if path.exists():
         manifest = load_json(path)
         old = manifest["settings"]
+        old["data"].setdefault("dataset", "mnist")  # sweeps launched before datasets were recorded
         differs = [k for k in settings if json.dumps(old[k], sort_keys=True) != json.dumps(settings[k], sort_keys=True)]
         if differs:
             raise StudyError(f"sweep {name!r} was launched with a different {' and '.join(differs)} "
