@@ -69,5 +69,8 @@ benchmarks: install
 edge-of-stability: install  # the instruments' validation: writes results/edge_of_stability/ and its figure (~15 min)
 	$(PY) benchmarks/edge_of_stability.py --threads 1
 
+gpu-check: install  # the study tested and timed on a CUDA device in under 5 minutes; without one, a CPU dry run
+	$(PY) benchmarks/gpu_check.py --out $${OUT:-gpu-check}
+
 clean-smoke:
 	rm -rf $(SMOKE_DIR)
