@@ -20,6 +20,8 @@ import time
 import torch
 
 import minima  # noqa: F401 - puts the repository root (params, helpers) on sys.path
+
+# isort: split
 import helpers
 from minima import analysis, training
 

@@ -32,8 +32,10 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 from torchvision import datasets, transforms
 
-import helpers
 import minima  # noqa: F401 - puts the repository root (params, helpers) on sys.path
+
+# isort: split
+import helpers
 import params
 from minima import training
 from minima.data import stratified_split

@@ -61,7 +61,8 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
     progress(f"top-{h['final_top_k']} eigenpairs on the {len(y)}-sample Hessian batch")
     top = curvature.top_eigenpairs(model, CRITERION, x, y, k=h["final_top_k"], tol=h["tol"])
     # PyHessian's own answer, as the original computed it, judged at our tol
-    original = curvature.top_eigenpairs(model, CRITERION, x, y, k=2, tol=h["tol"], method="pyhessian")
+    original = curvature.top_eigenpairs(model, CRITERION, x, y, k=2, tol=h["tol"], method="pyhessian",
+                                        max_hvps=h.get("pyhessian_max_hvps") or 500)
     progress(f"Hutchinson trace, {h['trace_samples']} probes")
     trace = curvature.hessian_trace(model, CRITERION, x, y, n_samples=h["trace_samples"], seed=seed)
     progress(f"spectral density, {h['density_runs']} x {h['density_steps']} Lanczos steps")

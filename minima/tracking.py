@@ -45,10 +45,16 @@ class Instruments:
     # ------------------------------------------------------------------ measurements
 
     def _preconditioned(self, model, lambda1, init):
-        """(λ1(P⁻¹H), threshold, its eigenvector) for the optimizer's current state; P = I costs nothing."""
-        threshold = preconditioning.stability_threshold(self.optimizer)
+        """(λ1(P⁻¹H), threshold, its eigenvector) for the optimizer's current state; P = I costs nothing.
+
+        NaNs for an optimizer whose preconditioner this repository does not know (one registered from
+        outside, e.g. RMSprop): the other instruments are still recorded.
+        """
         try:
+            threshold = preconditioning.stability_threshold(self.optimizer)
             P = preconditioning.preconditioner(self.optimizer)
+        except TypeError:           # not a supported optimizer
+            return math.nan, math.nan, None
         except RuntimeError:        # no state yet: nothing preconditions the first step
             return math.nan, threshold, None
         if all(bool((p == 1).all()) for p in P):

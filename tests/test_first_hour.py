@@ -36,7 +36,7 @@ def clone(tmp_path_factory):
 
 def _execute(notebook: Path, out: Path, **parameters):
     papermill.execute_notebook(str(notebook), str(out), parameters=parameters, cwd=str(notebook.parent),
-                               kernel_name="python3", progress_bar=False, **KERNEL_OPTIONS)
+                               kernel_name="python3", progress_bar=False, execution_timeout=900, **KERNEL_OPTIONS)
     return json.loads(out.read_text())
 
 

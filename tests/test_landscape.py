@@ -1,17 +1,13 @@
 """landscape.py: vectorised surface = plain loop, filter normalisation, no side effects."""
 
-import os
-import sys
 
 import numpy as np
 import pytest
 import torch
 from torch import nn
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
-import landscape  # noqa: E402
-
-from cnn_architectures import LeNet5  # noqa: E402
+from cnn_architectures import LeNet5
+from minima import landscape
 
 
 @pytest.fixture(autouse=True, scope="module")

@@ -18,7 +18,8 @@ def _run(capsys, *argv):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--optimizers", "rmsprop"], "unknown optimizer 'rmsprop'; valid choices: sgd, adam, adagrad, adahessian, sam"),
+    (["--optimizers", "rmsprop"],
+     "unknown optimizer 'rmsprop'; valid choices: sgd, adam, adagrad, adahessian, sam, projected"),
     (["--set", "lr=0"], "lr must be a positive number, got 0"),
     (["--set", "lr=-0.1"], "lr must be a positive number, got -0.1"),
     (["--set", "mometum=0.9"], "unknown hyperparameter(s) mometum for sgd; valid choices: lr, momentum, dampening, "

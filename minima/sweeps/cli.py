@@ -35,9 +35,9 @@ def parse_lr_grid(tokens, optimizers):
     grid = {opt: plain for opt in optimizers} if plain else {}
     for token in (t for t in tokens if "=" in t):
         opt, values = token.split("=", 1)
-        if opt not in optimizer_names():
+        if opt not in optimizer_names(everything=True):
             raise StudyError(f"unknown optimizer {opt!r} in --lr-grid; "
-                                     f"valid choices: {', '.join(optimizer_names())}")
+                                     f"valid choices: {', '.join(optimizer_names(everything=True))}")
         grid[opt] = [number(v) for v in values.split(",") if v]
     return grid
 
@@ -79,7 +79,7 @@ def main(argv=None) -> int:
     launch = sub.add_parser("launch", help="run every run of the sweep that is not done")
     launch.add_argument("--name", required=True, help="the sweep's name: results/sweeps/<name>/")
     launch.add_argument("--optimizers", nargs="+", default=list(optimizer_names()), metavar="NAME",
-                        help=f"any of: {', '.join(optimizer_names())}")
+                        help=f"any of: {', '.join(optimizer_names(everything=True))}")
     launch.add_argument("--seeds", nargs="+", type=seed_arg, default=list(SEEDS))
     launch.add_argument("--lr-grid", nargs="*", metavar="LR",
                         help="learning rates (default: params.LR_GRID_FACTORS x each optimizer's lr); "

@@ -50,7 +50,7 @@ def summarize(name, root, runs_with_status):
                      "test_accuracy_mean": ok.test_accuracy.mean(), "test_accuracy_sd": ok.test_accuracy.std(),
                      "val_accuracy_mean": ok.val_accuracy.mean(), "val_accuracy_sd": ok.val_accuracy.std()})
     table = pd.DataFrame(rows)
-    order = {o: i for i, o in enumerate(optimizer_names())}
+    order = {o: i for i, o in enumerate(optimizer_names(everything=True))}
     table = table.sort_values(["optimizer", "lr", "setting"], key=lambda s: s.map(order) if s.name == "optimizer"
                               else s).reset_index(drop=True)
     eligible = table[(table.diverged == 0) & table.val_accuracy_mean.notna()]
