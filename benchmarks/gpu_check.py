@@ -45,29 +45,22 @@ import torch.nn.functional as F
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # its harness, beside it
-from gpu_check_harness import Check, budget_for, run_logged, step_curvature, step_environment, step_lenet5_fast  # noqa: E402
-
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # params, cnn_architectures and minima, also where minima is not pip-installed
-
-CPU_MESSAGE = "no CUDA device: CPU dry run of the same steps at smoke size"
-# wall-time budget: on CUDA the issue's "under 5 minutes of device time", less interpreter start and slack;
-# on CPU only a guard against a hang: a shared 2-core machine under others' load took 10x its idle time
-BUDGET_S = {"cuda": 270, "cpu": 900}
-MIN_SUBPROCESS_S = 15   # a subprocess step with less budget left than this is skipped: it would only time out
-ADAHESSIAN_VS_SGD = 2.0  # AdaHessian's run estimated at this many SGD runs (1.7x on 2 CPU cores in results/)
-EIG_TOL = 1e-4          # the relative accuracy top_eigenpairs promises, checked against the dense spectrum
-LANDSCAPE_SAMPLES = 100  # the study's landscape batch
-LANDSCAPE_POINTS = {"cuda": 41, "cpu": 5}   # grid points per axis: the study's 41, or smoke size
-LENET_TIMED_STEPS = {"cuda": 200, "cpu": 20}  # forward + backward passes timed per LeNet5 path
-# modules the study imports somewhere on the way through `python -m minima run` and the tests
-# (submitit is for sweeps only); the device's image lacks several, which then travel as wheels
-REQUIRED_MODULES = ("torch", "torchvision", "numpy", "pandas", "matplotlib", "tqdm", "pyhessian", "torch_optimizer",
-                    "pytorch_optimizer", "mlxtend", "papermill", "jupytext", "jupyter_client", "ipykernel",
-                    "nbformat", "traitlets", "psutil", "pytest")
-ALWAYS_TESTED = ("tests/test_curvature.py", "tests/test_landscape.py")
-# the runner's report of one run: "[sgd seed 0] done (11 s)", with " -> <run folder>" when runs go in parallel
-RUN_LINE = re.compile(r"^\[(?P<optimizer>\S+) seed (?P<seed>\d+)\] (?P<outcome>.+?) \((?P<seconds>\d+) s\)( -> .*)?$")
+from gpu_check_harness import (  # noqa: E402 - the constants live with the harness, once
+    ADAHESSIAN_VS_SGD,
+    ALWAYS_TESTED,
+    BUDGET_S,
+    CPU_MESSAGE,
+    LANDSCAPE_POINTS,
+    LANDSCAPE_SAMPLES,
+    REPO,
+    RUN_LINE,
+    Check,
+    budget_for,
+    run_logged,
+    step_curvature,
+    step_environment,
+    step_lenet5_fast,
+)
 
 
 def test_selection() -> list[str]:
