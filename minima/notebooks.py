@@ -64,9 +64,9 @@ def stamp(name) -> str:
 def _write_pair(text, py_path: Path) -> None:
     save_text(py_path, text)
     notebook = jupytext.reads(text, fmt=FORMAT)
-    for i, cell in enumerate(notebook.cells):  # stable ids keep the .ipynb diffs quiet
-        cell.id = f"{py_path.stem.lstrip('.')}-{i}"
-    atomic_write(py_path.with_suffix(".ipynb"), lambda f: f.write(jupytext.writes(notebook, fmt="ipynb").encode()))
+    for i, cell in enumerate(notebook.cells):  # stable ids, numbered as nbstripout (the git filter) numbers them
+        cell.id = str(i)
+    atomic_write(py_path.with_suffix(".ipynb"), lambda f: f.write((jupytext.writes(notebook, fmt="ipynb") + "\n").encode()))
 
 
 def optimizer_notebook(name, run_dir) -> Path:

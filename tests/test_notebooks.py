@@ -67,3 +67,12 @@ def test_ruff_is_clean():
     ruff = Path(sys.executable).with_name("ruff")
     out = subprocess.run([str(ruff), "check", str(ROOT)], capture_output=True, text=True, cwd=ROOT)
     assert out.returncode == 0, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebook_is_what_the_nbstripout_filter_would_commit(path):
+    """make install sets nbstripout as git's filter: a committed notebook must be its fixed point,
+    or every fresh clone shows the notebooks as modified (and `git pull` refuses)."""
+    cleaned = subprocess.run([sys.executable, "-m", "nbstripout", "-t"], input=path.read_text(), capture_output=True,
+                             text=True, check=True).stdout
+    assert cleaned == path.read_text(), f"{path.name}: run `make notebooks` (ids and layout as nbstripout writes them)"
