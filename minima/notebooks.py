@@ -66,8 +66,8 @@ def _write_pair(text, py_path: Path) -> None:
     notebook = jupytext.reads(text, fmt=FORMAT)
     for i, cell in enumerate(notebook.cells):  # stable ids, numbered as nbstripout (the git filter) numbers them
         cell.id = str(i)
-    text = jupytext.writes(notebook, fmt="ipynb") + "\n"  # the final newline nbstripout writes too
-    atomic_write(py_path.with_suffix(".ipynb"), lambda f: f.write(text.encode()))
+    ipynb = jupytext.writes(notebook, fmt="ipynb") + "\n"  # the final newline nbstripout writes too
+    atomic_write(py_path.with_suffix(".ipynb"), lambda f: f.write(ipynb.encode()))
 
 
 def optimizer_notebook(name, run_dir) -> Path:
