@@ -125,8 +125,15 @@ def compare_files(name, a: Path, b: Path, n_test) -> FileDiff:
     return diff
 
 
+def _without_none(value):
+    """A config with its None-valued keys dropped: a setting added later with the old behaviour as None."""
+    if isinstance(value, dict):
+        return {k: _without_none(v) for k, v in value.items() if v is not None}
+    return value
+
+
 def _config(run_dir):
-    cfg = runs.load_json(Path(run_dir) / runs.CONFIG)
+    cfg = _without_none(runs.load_json(Path(run_dir) / runs.CONFIG))
     data = cfg.get("data", {})
     data = dict(data, dataset=data.get("dataset", "mnist"))
     return {k: cfg.get(k) for k in CONFIG_KEYS}, {k: data.get(k) for k in ("dataset", "source", "n_train", "n_test",

@@ -59,7 +59,7 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
     if sweep is not None:
         check_sweep_name(sweep)
     get = lambda key, default: smoke_cfg.get(key, default)  # noqa: E731
-    return {
+    config = {
         "optimizer": optimizer,
         "seed": int(seed),
         "hyperparameters": {k: list(v) if isinstance(v, tuple) else v for k, v in hyper.items()},
@@ -89,7 +89,6 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
             "sensitivity_batches": list(get("sensitivity_batches", params.SENSITIVITY_BATCHES)),
             "sensitivity_trace_samples": get("sensitivity_trace_samples", params.SENSITIVITY_TRACE_SAMPLES),
             "outlier_top": get("outlier_top", params.OUTLIER_TOP),
-            "pyhessian_max_hvps": get("pyhessian_max_hvps", None),  # None: PyHessian's own cap, as the original
         },
         "tracking": {
             "on": bool(params.TRACKING if tracking is None else tracking),
@@ -104,6 +103,9 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
         "results_dir": str(results_dir or REPO_ROOT / params.RUNS_DIR),
         "sweep": sweep,
     }
+    if smoke_cfg.get("pyhessian_max_hvps"):  # smoke runs cap PyHessian's iterations; full runs keep its own cap
+        config["hessian"]["pyhessian_max_hvps"] = smoke_cfg["pyhessian_max_hvps"]
+    return config
 
 
 def pick_device() -> torch.device:
