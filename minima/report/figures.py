@@ -261,7 +261,9 @@ def _optional(frame, what):
 def plot_preconditioned_sharpness(frames, figsize=(9, 6.5), band="minmax", labels=None):
     """Per optimizer: λ1(P⁻¹H) and raw λ1 over the step's stability threshold; 1 is the edge of stability."""
     track = collection.only_ok(frames.get("tracking"), frames)
-    if _optional(track, "tracking.csv"):
+    if not _optional(track, "tracking.csv"):  # an optimizer with no known preconditioner has no threshold
+        track = track[np.isfinite(track.threshold.astype(float))]
+    if _optional(track, "a stability threshold (tracking.csv)"):
         return None
     track = track.assign(raw_ratio=track.lambda1 / track.threshold)
     opts = collection.optimizers_in(track)
@@ -303,6 +305,7 @@ def plot_equal_loss(frames, figsize=(11, 3.8), labels=None):
     eq = collection.only_ok(frames.get("equal_loss"), frames)
     if _optional(eq, "equal_loss.csv"):
         return None
+    eq = eq.assign(precond_lambda1=eq.precond_lambda1.where(eq.precond_lambda1 > 0))  # NaN: no preconditioner
     fig, axes = plt.subplots(1, 3, figsize=figsize)
     for i, opt in enumerate(collection.optimizers_in(eq)):
         stats = eq[eq.optimizer == opt].groupby("loss_threshold")[["lambda1", "precond_lambda1", "trace"]]
@@ -311,8 +314,10 @@ def plot_equal_loss(frames, figsize=(11, 3.8), labels=None):
         for ax, col in zip(axes, ("lambda1", "precond_lambda1", "trace")):
             ax.errorbar(mean.index, mean[col], yerr=sd[col], color=f"C{i}", marker="o", ms=4, capsize=3,
                         label=f"{_label(opt, labels)} (n≤{n})")
-    for ax, what in zip(axes, (r"$\lambda_1$", r"$\lambda_1(P^{-1}H)$", "trace")):
-        ax.set(xscale="log", yscale="log", xlabel="training-loss threshold", ylabel=what)
+    for ax, col, what in zip(axes, ("lambda1", "precond_lambda1", "trace"),
+                             (r"$\lambda_1$", r"$\lambda_1(P^{-1}H)$", "trace")):
+        positive = bool((eq[col] > 0).any())  # a log axis needs one positive value (no preconditioner: none)
+        ax.set(xscale="log", yscale="log" if positive else "linear", xlabel="training-loss threshold", ylabel=what)
         ax.invert_xaxis()
     axes[0].legend(fontsize="small")
     fig.tight_layout()
