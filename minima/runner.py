@@ -9,6 +9,7 @@ notebook wrote ``done``; finished runs are skipped unless ``--force``.
 """
 
 import logging
+import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -120,7 +121,8 @@ def cmd_run(args) -> int:
             print(f"[{_label(cfg)}] {outcome} ({seconds:.0f} s)", flush=True)
         return 1 if failures else 0
     print(f"{len(configs)} runs, {jobs} at a time, {os.environ['OMP_NUM_THREADS']} torch thread(s) each", flush=True)
-    with ProcessPoolExecutor(jobs) as pool:  # the notebooks' output is not echoed: it would interleave
+    # spawn, not fork: a forked copy of a process with threads running (zmq's, a lock's heartbeat) can deadlock
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:  # output not echoed
         futures = {pool.submit(_timed_run, cfg, args.force, False): cfg for cfg in configs}
         for future in as_completed(futures):
             outcome, seconds = future.result()

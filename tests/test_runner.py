@@ -74,7 +74,8 @@ def test_unwritable_results_folder_is_refused(tmp_path, capsys):
 
 
 EXPECTED_FILES = ["config.json", "history.csv", "final.json", "model.pt", "spectrum.csv", "sharpness.csv",
-                  "curvature.json", "density.npz", "landscape.npz", "notebook.ipynb", "done"]
+                  "tracking.csv", "equal_loss.csv", "curvature.json", "density.npz", "landscape.npz",
+                  "notebook.ipynb", "done"]
 
 
 @pytest.fixture(scope="module")
