@@ -18,7 +18,8 @@ ALIVE_S = 120        # a lock (or any run file) touched this recently means its 
 HEARTBEAT_S = 30     # the holder touches its lock this often (and a sweep job its job.log)
 
 
-def _file_mode() -> int:
+def file_mode() -> int:
+    """What a plain ``open()`` would give: 0666 less the umask (``mkstemp`` alone gives 0600)."""
     mask = os.umask(0)
     os.umask(mask)
     return 0o666 & ~mask
@@ -102,7 +103,7 @@ class RunLock:
                   "token": token}
         for _attempt in range(2):
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, _file_mode())
+                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, file_mode())
             except FileExistsError:
                 info = self.holder()
                 if info is not None and info.get("pid") == os.getpid() and info.get("host") == socket.gethostname():

@@ -26,7 +26,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from minima.lock import ALIVE_S, HEARTBEAT_S, RunLock  # noqa: F401 - re-exported: the run folder's lock
+from minima.lock import ALIVE_S, HEARTBEAT_S, RunLock, file_mode  # noqa: F401 - re-exported: the run folder's lock
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -81,13 +81,6 @@ def check_sweep_name(name) -> str:
 
 # ---------------------------------------------------------------------------- atomic I/O
 
-def _file_mode() -> int:
-    """What a plain ``open()`` would give: 0666 less the umask (mkstemp alone gives 0600)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o666 & ~mask
-
-
 def atomic_write(path, write) -> None:
     """Write through a temporary file in the same folder, fsync, then rename: readers never see half a file."""
     path = Path(path)
@@ -98,7 +91,7 @@ def atomic_write(path, write) -> None:
             write(f)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, _file_mode())
+        os.chmod(tmp, file_mode())
         os.replace(tmp, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
