@@ -44,6 +44,11 @@ SUBSPACE_K = 10             # top-k eigenvectors whose span holds the gradient (
 EQUAL_LOSS_THRESHOLDS = (1e-1, 3e-2, 1e-2, 3e-3, 1e-3)  # curvature at the first epoch end below each train loss
 EQUAL_LOSS_TRACE_SAMPLES = 10   # Hutchinson probes there: a cheap trace
 OUTLIER_TOP = 20            # top eigenvalues of the full training set's Hessian at the final weights
+FINAL_ANALYSIS = True       # the final weights' eigenpairs, trace, density, outliers and landscapes
+# Sweep runs train only: the learning rate is chosen on validation accuracy, which needs neither. Switching both
+# off leaves training bitwise the same (tests/test_training.py); the selected setting is then rerun with both on.
+SWEEP_TRACKING = False
+SWEEP_FINAL_ANALYSIS = False
 
 # ---------------------------------------------------------------- landscapes
 LANDSCAPE_POINTS = 41       # points per axis, as in the original

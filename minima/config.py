@@ -30,7 +30,7 @@ def _check_positive(name, value, kind=float):
 
 def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, data_source=None,
                 smoke=False, overrides=None, validation_size=0, results_dir=None, data_dir=None, sweep=None,
-                tracking=None, dataset=None):
+                tracking=None, final_analysis=None, dataset=None):
     """Everything one run needs, validated, as a JSON-able dict.
 
     ``None`` means "the value in params.py"; ``dataset`` is ``mnist`` or
@@ -38,7 +38,9 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
     of a Fashion-MNIST run, ``runs.run_dir_for``); ``overrides`` replaces optimizer
     hyperparameters (any keyword its constructor takes, e.g. ``{"lr": 0.05}``);
     ``smoke`` shrinks the run to seconds; ``tracking=False`` switches the
-    instruments off (sweeps), which trains to the same weights.
+    instruments off (sweeps), which trains to the same weights;
+    ``final_analysis=False`` skips the final weights' Hessian analysis and
+    landscapes (sweeps): the run is then training, history and weights only.
     """
     optimizers.get(optimizer)
     if not _is_int(seed):
@@ -100,6 +102,7 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
             "points": get("landscape_points", params.LANDSCAPE_POINTS),
             "radius": params.LANDSCAPE_RADIUS,
         },
+        "final_analysis": bool(params.FINAL_ANALYSIS if final_analysis is None else final_analysis),
         "results_dir": str(results_dir or REPO_ROOT / params.RUNS_DIR),
         "sweep": sweep,
     }

@@ -30,12 +30,13 @@ TORCH_THREADS = 1
 
 
 def run_config(optimizer, seed, *, smoke=False, epochs=None, batch_size=None, data_source=None, data_dir=None,
-               overrides=None, sweep=None, validation_size=0, results_dir=None, dataset=None, tracking=None):
+               overrides=None, sweep=None, validation_size=0, results_dir=None, dataset=None, tracking=None,
+               final_analysis=None):
     """The validated config of one run (raises StudyError on bad input)."""
     return make_config(optimizer, seed, epochs=epochs, batch_size=batch_size, data_source=data_source, smoke=smoke,
                        overrides=overrides, sweep=sweep, validation_size=validation_size, data_dir=data_dir,
                        results_dir=str(Path(results_dir or runs.REPO_ROOT / params.RUNS_DIR).resolve()),
-                       dataset=dataset, tracking=tracking)
+                       dataset=dataset, tracking=tracking, final_analysis=final_analysis)
 
 
 def execute_run(config, *, force=False, progress=True, log_output=False) -> str:
@@ -62,6 +63,7 @@ def execute_run(config, *, force=False, progress=True, log_output=False) -> str:
                       "DATASET": config["data"].get("dataset", "mnist"),
                       "OVERRIDES": config["overrides"], "SWEEP": config["sweep"],
                       "VALIDATION_SIZE": config["data"]["validation_size"], "RESULTS_DIR": config["results_dir"],
+                      "TRACKING": config["tracking"]["on"], "FINAL_ANALYSIS": config["final_analysis"],
                       "DATA_DIR": config["data"]["data_dir"], "FORCE": force, "PROGRESS": progress}
         source = notebooks.optimizer_notebook(config["optimizer"], run_dir)
         os.environ[RunLock.ENV] = lock.token   # the kernel papermill starts inherits it

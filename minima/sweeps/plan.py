@@ -23,6 +23,8 @@ SEEDS = (0, 1, 2)                # three seeds per setting: enough for a mean ±
 POLL_S = 1.0                     # how often the launcher looks at its jobs
 LOCAL_TIMEOUT_MIN = 7 * 24 * 60  # submitit's local default (2 minutes) would kill every real run
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS")  # torch reads these when the notebook's kernel starts
+# the selection reads validation accuracy only: sweep runs train, evaluate and save, with no Hessian work
+TRAIN_ONLY = {"tracking": params.SWEEP_TRACKING, "final_analysis": params.SWEEP_FINAL_ANALYSIS}
 
 
 # ---------------------------------------------------------------- planning
@@ -72,8 +74,8 @@ def plan_sweep(name, optimizers, seeds=SEEDS, *, lr_grid=True, settings=None, sm
         for ov in overrides or [{}]:
             for seed in seeds:
                 cfg = run_config(opt, seed, smoke=smoke, epochs=epochs, data_source=data_source,
-                                        data_dir=data_dir, overrides=ov, sweep=name, validation_size=validation_size,
-                                        results_dir=results_dir)
+                                 data_dir=data_dir, overrides=ov, sweep=name, validation_size=validation_size,
+                                 results_dir=results_dir, **TRAIN_ONLY)
                 configs.setdefault(run_dir_for(cfg), cfg)  # a repeated value is one run
     return list(configs.values())
 
@@ -100,7 +102,7 @@ def planned_configs(name, results_dir=None) -> list[dict]:
     return [run_config(r["optimizer"], r["seed"], smoke=s["smoke"], epochs=s["epochs"],
                               batch_size=s["batch_size"], data_source=d["source_requested"],
                               data_dir=manifest["data_dir"], overrides=r["overrides"], sweep=name,
-                              validation_size=d["validation_size"], results_dir=results_dir)
+                              validation_size=d["validation_size"], results_dir=results_dir, **TRAIN_ONLY)
             for r in manifest["runs"]]
 
 

@@ -32,6 +32,8 @@ SMOKE = False          # seconds-long run on a subset (tests, make smoke)
 OVERRIDES = {}         # optimizer hyperparameters, any keyword its constructor takes, e.g. {"lr": 0.05}
 SWEEP = None           # sweep name: runs go to <RESULTS_DIR>/sweeps/<SWEEP>/...
 VALIDATION_SIZE = 0    # samples held out of the training split (sweeps)
+TRACKING = None        # the per-step instruments (sweeps switch them off; training is the same either way)
+FINAL_ANALYSIS = None  # the final weights' Hessian analysis and landscapes (sweeps switch it off)
 RESULTS_DIR = "../runs"
 DATA_DIR = "../data"
 FORCE = False          # redo a complete run
@@ -51,7 +53,8 @@ from minima import analysis, plots, training
 
 config = helpers.make_config(OPTIMIZER, SEED, epochs=EPOCHS, batch_size=BATCH_SIZE, data_source=DATA_SOURCE,
                              smoke=SMOKE, overrides=OVERRIDES, validation_size=VALIDATION_SIZE,
-                             results_dir=RESULTS_DIR, data_dir=DATA_DIR, sweep=SWEEP, dataset=DATASET)
+                             results_dir=RESULTS_DIR, data_dir=DATA_DIR, sweep=SWEEP, dataset=DATASET,
+                             tracking=TRACKING, final_analysis=FINAL_ANALYSIS)
 device = helpers.pick_device()
 print(f"{OPTIMIZER}, seed {SEED}, {config['epochs']} epochs, batch {config['batch_size']}, "
       f"hyperparameters {config['hyperparameters']}, device {device}")
@@ -151,7 +154,9 @@ plt.show()
 # literature expects about 10 outliers (one per class) above a bulk (Sagun et al. 2017, Papyan 2020).
 
 # %%
-if final["status"] == "ok":
+# a sweep's runs skip this (FINAL_ANALYSIS = False); a complete run is drawn from whatever it saved
+analyse = final["status"] == "ok" and ("curvature" in saved if complete else config["final_analysis"])
+if analyse:
     curv = saved["curvature"] if complete else analysis.final_curvature(model, data, config, run_dir)
     print(pd.DataFrame({"eigenvalue": curv["top_eigenvalues"], "residual": curv["residuals"]}))
     print("PyHessian (original method):", curv["pyhessian"])
@@ -173,7 +178,7 @@ if final["status"] == "ok":
 # scale.
 
 # %%
-if final["status"] == "ok":
+if analyse:
     land = saved["landscape"] if complete else analysis.final_landscapes(model, data, config, curv["eigenvectors"],
                                                                           run_dir)
     plots.landscape_1d(land["alphas"], land["eig_1d"], land["random_1d"], OPTIMIZER)
