@@ -17,7 +17,7 @@ import helpers
 import params
 from minima import lock as run_lock
 from minima import runs
-from minima.sweeps import cli, jobs, launch, plan
+from minima.sweeps import cli, jobs, launch, plan, summary
 from minima.sweeps import slurm as slurm_module
 
 SMOKE = dict(smoke=True, data_source="embedded", lr_grid=None, progress=False, poll_s=0.2)
@@ -211,6 +211,39 @@ def _kill_job_tree(controller_pid):
     psutil.wait_procs(procs, timeout=10)
 
 
+def test_a_killed_jobs_failure_waits_for_its_lock_holder_to_exit(tmp_path):
+    """SIGKILL returns before the process is gone: the failure line waits for the holder, and only for a kill."""
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    def held_by(proc, run_dir):
+        run_dir.mkdir()
+        (run_dir / run_lock.LOCK).write_text(json.dumps({"host": socket.gethostname(), "pid": proc.pid,
+                                                        "since": "now", "token": "t"}))
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.5)"])
+    held_by(proc, killed)
+    jobs._record_failure(killed, "failed: the job ended without a result (killed?); relaunch to resume it")
+    assert proc.poll() is not None  # it waited for the holder to exit
+    assert "without a result" in (killed / runs.ERROR).read_text()
+    assert runs.status(killed)[0] == "failed"
+
+    refused = tmp_path / "refused"  # a duplicate launch's failure says nothing about the live run
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        held_by(proc, refused)
+        t0 = time.time()
+        jobs._record_failure(refused, "failed: ... is being run by pid 1 on host")
+        assert time.time() - t0 < 1 and not (refused / runs.ERROR).exists()
+        assert runs.status(refused)[0] == "running"
+    finally:
+        proc.kill()
+        proc.wait()
+
+
 def test_a_failure_blocks_nothing_and_a_killed_run_resumes_alone(tmp_path):
     kw = dict(settings=FAILING, epochs=KILL_EPOCHS, max_parallel=2, results_dir=tmp_path, **SMOKE)
     root = plan.sweep_dir("resume", tmp_path)
@@ -250,13 +283,14 @@ def test_a_failure_blocks_nothing_and_a_killed_run_resumes_alone(tmp_path):
 
 # ---------------------------------------------------------------- the summary table
 
-def _fake_run(cfg, *, val, test, status="ok"):
+def _fake_run(cfg, *, val, test, status="ok", val_loss=0.1):
     """A finished run folder as the notebook leaves it: config, history with validation, final.json, done."""
     run_dir = helpers.run_dir_for(cfg)
     run_dir.mkdir(parents=True)
     runs.save_json(run_dir / "config.json", cfg)
-    runs.save_csv(run_dir / "history.csv", [{"epoch": 1, "val_accuracy": 0.1, "test_accuracy": 0.1},
-                                               {"epoch": 2, "val_accuracy": val, "test_accuracy": test}])
+    runs.save_csv(run_dir / "history.csv", [{"epoch": 1, "val_accuracy": 0.1, "val_loss": 2.0, "test_accuracy": 0.1},
+                                               {"epoch": 2, "val_accuracy": val, "val_loss": val_loss,
+                                                "test_accuracy": test}])
     runs.save_json(run_dir / "final.json", {"status": status, "test_accuracy": test if status == "ok" else None,
                                                "diverged_at": {"epoch": 2, "step": 7} if status != "ok" else None})
     runs.mark_done(run_dir)
@@ -285,3 +319,72 @@ def test_collect_picks_the_best_lr_on_mean_validation_accuracy(tmp_path):
     assert "| sgd | 0.1 | lr0.1 | 0.9400 ± 0.0100 | 0.9300 ± 0.0100 |" in md
     saved = pd.read_csv(plan.sweep_dir("tab", tmp_path) / "summary.csv")
     assert saved.best.sum() == 2 and len(saved) == 4
+
+
+def _fixture_sweep(tmp_path, name, values):
+    """A sweep of finished fake runs: values[(optimizer, lr)] = [(val accuracy, val loss) or None (diverged), ...]."""
+    grid = {}
+    for opt, lr in values:
+        grid.setdefault(opt, []).append(lr)
+    configs = plan.plan_sweep(name, list(grid), [0, 1], lr_grid=grid, results_dir=tmp_path)
+    plan.record_plan(name, configs, {})
+    for cfg in configs:
+        v = values[cfg["optimizer"], cfg["overrides"]["lr"]][cfg["seed"]]
+        if v is None:
+            _fake_run(cfg, val=float("nan"), test=float("nan"), status="diverged")
+        else:
+            _fake_run(cfg, val=v[0], test=v[0] - 0.01, val_loss=v[1])
+    return configs
+
+
+def test_selection_breaks_ties_on_validation_loss_and_extends_the_grid_at_its_edges(tmp_path):
+    values = {
+        ("sgd", 0.01): [(0.90, 0.3), (0.92, 0.3)], ("sgd", 0.1): [(0.95, 0.2), (0.93, 0.2)],
+        ("sgd", 1.0): [(0.99, 0.1), None],                      # best mean, but a seed diverged: interior optimum
+        ("adam", 0.001): [(0.90, 0.3), (0.90, 0.3)], ("adam", 0.01): [(0.96, 0.2), (0.94, 0.2)],  # upper edge
+        ("adagrad", 0.01): [(0.95, 0.1), (0.93, 0.1)],          # ties with 0.1 on accuracy, lower loss: lower edge
+        ("adagrad", 0.1): [(0.94, 0.2), (0.94, 0.2)],
+        ("sam", 0.1): [None, None], ("sam", 1.0): [None, None],  # nothing trains: try below
+    }
+    _fixture_sweep(tmp_path, "sel", values)
+    table = cli.collect("sel", tmp_path, echo=False)
+    best = dict(table[table.best][["optimizer", "lr"]].itertuples(index=False))
+    assert best == {"sgd": 0.1, "adam": 0.01, "adagrad": 0.01}
+    assert summary.extensions(table) == {"adam": 0.1, "adagrad": 0.001, "sam": 0.01}
+    md = (plan.sweep_dir("sel", tmp_path) / "summary.md").read_text()
+    assert "adam lr 0.1, adagrad lr 0.001, sam lr 0.01" in md and "no eligible setting" in md
+    per_run = pd.read_csv(plan.sweep_dir("sel", tmp_path) / "runs.csv")
+    assert len(per_run) == 2 * len(values) and set(per_run.status) == {"done", "diverged"}
+
+
+def test_unfinished_settings_select_and_extend_nothing(tmp_path):
+    configs = _fixture_sweep(tmp_path, "part", {("sgd", 0.01): [(0.9, 0.3), (0.9, 0.3)],
+                                                 ("sgd", 0.1): [(0.95, 0.2), (0.95, 0.2)]})
+    more = plan.plan_sweep("part", ["sgd"], [0, 1], lr_grid={"sgd": [0.316]}, results_dir=tmp_path)
+    plan.record_plan("part", more, {})  # planned, not run
+    table = cli.collect("part", tmp_path, echo=False)
+    assert table[table.best].lr.tolist() == [0.1]  # 0.316 has no finished seed: 0.1 is not the edge any more
+    assert summary.extensions(table) == {}
+    assert len(configs) == 4
+
+
+def test_extend_adds_grid_points_until_no_selection_sits_at_an_edge(tmp_path, monkeypatch):
+    """--extend on a fake sweep whose validation accuracy peaks at lr 1: two points added above 0.1, then stop."""
+    _fixture_sweep(tmp_path, "ext", {("sgd", 0.01): [(0.90, 0.3), (0.90, 0.3)],
+                                      ("sgd", 0.1): [(0.95, 0.2), (0.95, 0.2)]})
+    launched = []
+
+    def fake_launch(name, optimizers, seeds, lr_grid, **kw):
+        configs = plan.plan_sweep(name, optimizers, seeds, lr_grid=lr_grid, results_dir=kw["results_dir"])
+        plan.record_plan(name, configs, {})
+        for cfg in configs:
+            lr = cfg["overrides"]["lr"]
+            launched.append(lr)
+            _fake_run(cfg, val=0.99 if lr == 1.0 else 0.96, test=0.9, val_loss=0.1)
+        return {str(helpers.run_dir_for(c)): "done" for c in configs}
+
+    monkeypatch.setattr(cli, "launch_sweep", fake_launch)
+    cli.extend("ext", ["sgd"], [0, 1], {"results_dir": tmp_path})
+    assert sorted(set(launched)) == [1.0, 10.0]  # 1 is at the edge once run, so 10 is tried; then 1 is interior
+    table = cli.collect("ext", tmp_path, echo=False)
+    assert table[table.best].lr.tolist() == [1.0] and summary.extensions(table) == {}

@@ -10,7 +10,9 @@ from minima.runs import REPO_ROOT, StudyError, run_dir_for, status
 from minima.sweeps.launch import launch_sweep
 from minima.sweeps.plan import SEEDS, planned_configs, print_status, sweep_dir
 from minima.sweeps.slurm import LAUNCHERS, SLURM_CPUS, SLURM_GPUS, SLURM_MEM_GB, SLURM_PARTITION, SLURM_TIME_MIN
-from minima.sweeps.summary import summarize
+from minima.sweeps.summary import extensions, summarize
+
+MAX_EXTENSIONS = 4  # rounds of --extend: each adds one grid step on the side where a selection sits at the edge
 
 
 def parse_lr_grid(tokens, optimizers):
@@ -46,14 +48,31 @@ def cmd_launch(args) -> int:
     slurm = {"partition": args.partition, "time_min": args.time, "gpus": args.gpus, "cpus": args.cpus,
              "mem_gb": args.mem_gb}
     lr_grid = parse_lr_grid(args.lr_grid, args.optimizers)
-    outcomes = launch_sweep(args.name, args.optimizers, args.seeds, lr_grid=lr_grid, smoke=args.smoke,
-                            epochs=args.epochs, data_source=args.data_source, data_dir=args.data_dir,
-                            results_dir=args.results_dir, launcher=args.launcher, max_parallel=args.max_parallel,
-                            slurm=slurm, dry_run=args.dry_run)
+    common = dict(smoke=args.smoke, epochs=args.epochs, data_source=args.data_source, data_dir=args.data_dir,
+                  results_dir=args.results_dir, launcher=args.launcher, max_parallel=args.max_parallel,
+                  slurm=slurm, dry_run=args.dry_run)
+    outcomes = launch_sweep(args.name, args.optimizers, args.seeds, lr_grid=lr_grid, **common)
+    if args.extend and not args.dry_run:
+        outcomes.update(extend(args.name, args.optimizers, args.seeds, common))
     if not args.dry_run:
         print(f"status: python -m minima sweep status --name {args.name}; "
               f"table: python -m minima sweep collect --name {args.name}")
     return 1 if any(o.startswith("failed") for o in outcomes.values()) else 0
+
+
+def extend(name, optimizers, seeds, common, rounds=MAX_EXTENSIONS) -> dict:
+    """Add a grid point wherever a selection sits at the grid's edge, run it, and repeat until none does."""
+    outcomes = {}
+    for _ in range(rounds):
+        more = {opt: lr for opt, lr in extensions(collect(name, common["results_dir"], echo=False)).items()
+                if opt in optimizers}
+        if not more:
+            return outcomes
+        print("extending the grid: " + ", ".join(f"{opt} lr {lr:g}" for opt, lr in more.items()))
+        outcomes.update(launch_sweep(name, list(more), seeds, lr_grid={o: [lr] for o, lr in more.items()}, **common))
+    print(f"stopped after {rounds} extensions; a selection may still sit at an edge: "
+          f"python -m minima sweep collect --name {name}", file=sys.stderr)
+    return outcomes
 
 
 def cmd_status(args) -> int:
@@ -61,10 +80,10 @@ def cmd_status(args) -> int:
     return 0
 
 
-def collect(name, results_dir=None):
+def collect(name, results_dir=None, echo=True):
     """The sweep's summary table (see summarize), written into its folder."""
     runs = [(cfg, status(run_dir_for(cfg))[0]) for cfg in planned_configs(name, results_dir)]
-    return summarize(name, sweep_dir(name, results_dir), runs)
+    return summarize(name, sweep_dir(name, results_dir), runs, echo=echo)
 
 
 def cmd_collect(args) -> int:
@@ -93,6 +112,8 @@ def main(argv=None) -> int:
                                               f"(default: params.DATA_SOURCE at the first launch, then the sweep's)")
     launch.add_argument("--data-dir", help="where torchvision keeps MNIST (default: data/)")
     launch.add_argument("--results-dir", default=default_results)
+    launch.add_argument("--extend", action="store_true",
+                        help="then add grid points where a selected learning rate sits at an edge, until none does")
     launch.add_argument("--dry-run", action="store_true", help="list the runs (and the sbatch script); start nothing")
     slurm = launch.add_argument_group("slurm launcher")
     slurm.add_argument("--partition", default=SLURM_PARTITION)

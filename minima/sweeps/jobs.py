@@ -122,8 +122,20 @@ def _held(run_dir) -> bool:
     return info is not None and not lock.is_stale(info)
 
 
+KILLED_GRACE_S = 10  # a killed job's processes may take this long to exit after its controller is seen dead
+
+
 def _record_failure(run_dir, outcome):
-    """Leave the failure in the run folder (error.txt) when the run could not, so that status shows it."""
+    """Leave the failure in the run folder (error.txt) when the run could not, so that status shows it.
+
+    A job that ended without a result was killed: SIGKILL returns before its
+    process has exited, so the lock's holder may look alive for a moment
+    after the controller is seen dead. It gets a few seconds to go.
+    """
+    if "ended without a result" in outcome:
+        deadline = time.time() + KILLED_GRACE_S
+        while _held(run_dir) and time.time() < deadline:
+            time.sleep(0.1)
     if outcome.startswith("failed") and run_dir.is_dir() and not is_done(run_dir) \
             and not (run_dir / ERROR).exists() and not _held(run_dir):
         with contextlib.suppress(OSError):
