@@ -43,7 +43,7 @@ LENET_TIMED_STEPS = {"cuda": 200, "cpu": 20}  # forward + backward passes timed 
 REQUIRED_MODULES = ("torch", "torchvision", "numpy", "pandas", "matplotlib", "tqdm", "pyhessian", "torch_optimizer",
                     "pytorch_optimizer", "mlxtend", "papermill", "jupytext", "jupyter_client", "ipykernel",
                     "nbformat", "traitlets", "psutil", "pytest")
-ALWAYS_TESTED = ("tests/test_curvature.py", "tests/test_landscape.py")
+ALWAYS_TESTED = ("tests/test_curvature.py", "tests/test_curvature_spectrum.py", "tests/test_landscape.py")
 # the runner's report of one run: "[sgd seed 0] done (11 s)", with " -> <run folder>" when runs go in parallel
 RUN_LINE = re.compile(r"^\[(?P<optimizer>\S+) seed (?P<seed>\d+)\] (?P<outcome>.+?) \((?P<seconds>\d+) s\)( -> .*)?$")
 

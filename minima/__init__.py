@@ -3,18 +3,20 @@
 Run folders and their I/O
     runs (file names, atomic writes, status, discovery, provenance, StudyError), lock
 Configuration and data
-    config (make_config, the device), data (MNIST as tensors)
+    config (make_config, the device), data (MNIST as tensors), fashion (Fashion-MNIST from Debian's package),
+    idx (IDX files, checksums, bounded downloads)
 Training
     optimizers (the registry and each one's step), training (the loop, evaluation),
     tracking (the instruments tracked through training)
 Curvature and landscapes (import nothing of the rest of this package: lift them out as they are)
-    curvature (certified eigenpairs, trace, density, tracker) with its Krylov core krylov,
+    curvature (certified eigenpairs, trace, density) with its Krylov core krylov, spectrum_tracking (λ1, λ2
+    over the last steps),
     subspace (the gradient's top-k share, outlier counts), preconditioning (P and the stability threshold
     from an optimizer's state), landscape (lines, planes, filter-normalised directions)
 Runs, sweeps, report
     analysis (a run's final-weights analysis), plots (one run's figures), notebooks (stamping, kernels),
     runner (headless runs), compare (two studies, number by number), sweeps (plan, jobs, slurm, launch,
-    summary, cli), report (collection, tables, figures, build, facts)
+    summary, cli), report (collection, tables, figures, fair, build, facts)
 
 ``python -m minima`` is the command line. The study's three design-card
 modules, ``params.py``, ``helpers.py`` and ``cnn_architectures.py``, sit at the

@@ -14,18 +14,19 @@ import torch.nn.functional as F
 
 from minima import curvature, landscape, runs, subspace
 from minima.data import Dataset, hessian_batch
+from minima.spectrum_tracking import SpectrumTracker
 from minima.tracking import Instruments
 
 CRITERION = F.cross_entropy
 CHUNK = 1000  # HVPs over large Hessian batches are accumulated in chunks of this many samples
 
 
-def spectrum_tracker(data: Dataset, config) -> curvature.SpectrumTracker:
+def spectrum_tracker(data: Dataset, config) -> SpectrumTracker:
     """The per-step callback that tracks lambda1, lambda2 over the last steps and sharpness throughout."""
     h = config["hessian"]
     x, y = hessian_batch(data, h["batch_size"], config["seed"])
-    return curvature.SpectrumTracker(CRITERION, x, y, spectral_steps=h["spectral_steps"],
-                                     sharpness_every=h["sharpness_every"], tol=h["tol"])
+    return SpectrumTracker(CRITERION, x, y, spectral_steps=h["spectral_steps"],
+                           sharpness_every=h["sharpness_every"], tol=h["tol"])
 
 
 def trackers(data: Dataset, config) -> list:
@@ -43,7 +44,7 @@ def trackers(data: Dataset, config) -> list:
 def save_tracking(callbacks, run_dir) -> None:
     """Each tracker's rows into its file of the run folder (spectrum, sharpness, tracking, equal_loss)."""
     for cb in callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]:
-        if isinstance(cb, curvature.SpectrumTracker):
+        if isinstance(cb, SpectrumTracker):
             runs.save_csv(Path(run_dir) / runs.SPECTRUM, cb.spectrum)
             runs.save_csv(Path(run_dir) / runs.SHARPNESS, cb.sharpness)
         elif isinstance(cb, Instruments):

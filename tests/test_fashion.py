@@ -1,8 +1,8 @@
 """Fashion-MNIST: its three sources (raw folder, Debian's package, download), their checks, the run folder, the names.
 
 Every file here is a tiny IDX set the tests write themselves; Debian's
-package is stood in for by a folder of .gz files (``data.FASHION_PACKAGE_DIR``)
-with ``data.FASHION_FILES`` patched to the tiny files' own MD5s.
+package is stood in for by a folder of .gz files (``fashion.FASHION_PACKAGE_DIR``)
+with ``fashion.FASHION_FILES`` patched to the tiny files' own MD5s.
 """
 
 import gzip
@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 import helpers
 import params
-from minima import data, plots, runner, runs
+from minima import data, fashion, plots, runner, runs
 from minima.report import collection, tables
 
 torch.set_num_threads(1)
@@ -39,7 +39,7 @@ def write_raw(folder, images, labels):
     for split in ("train", "t10k"):
         helpers.write_idx(folder / f"{split}-images-idx3-ubyte", images[split])
         helpers.write_idx(folder / f"{split}-labels-idx1-ubyte", labels[split])
-    return {name: (folder / name).read_bytes() for name in data.FASHION_FILES}
+    return {name: (folder / name).read_bytes() for name in fashion.FASHION_FILES}
 
 
 @pytest.fixture
@@ -47,7 +47,7 @@ def offline(monkeypatch):
     """No download: a call to it fails the test (the package or the raw folder must have been enough)."""
     def refuse(data_dir, timeout_s):
         raise AssertionError("the download was tried although the files were there")
-    monkeypatch.setattr(data, "_download_fashion", refuse)
+    monkeypatch.setattr(fashion, "_download_fashion", refuse)
 
 
 @pytest.fixture
@@ -59,8 +59,8 @@ def package(tmp_path, monkeypatch):
     folder.mkdir()
     for name, blob in raw.items():
         (folder / f"{name}.gz").write_bytes(gzip.compress(blob))
-    monkeypatch.setattr(data, "FASHION_PACKAGE_DIR", folder)
-    monkeypatch.setattr(data, "FASHION_FILES", {n: hashlib.md5(b).hexdigest() for n, b in raw.items()})
+    monkeypatch.setattr(fashion, "FASHION_PACKAGE_DIR", folder)
+    monkeypatch.setattr(fashion, "FASHION_FILES", {n: hashlib.md5(b).hexdigest() for n, b in raw.items()})
     return folder, raw, images, labels
 
 
@@ -91,7 +91,7 @@ def test_raw_folder_comes_first_and_needs_no_package(tmp_path, monkeypatch, offl
     images, labels = tiny_fashion(n_train=30, n_test=10, seed=1)
     root = tmp_path / "data"
     write_raw(root / "FashionMNIST" / "raw", images, labels)
-    monkeypatch.setattr(data, "FASHION_PACKAGE_DIR", tmp_path / "no-package-here")
+    monkeypatch.setattr(fashion, "FASHION_PACKAGE_DIR", tmp_path / "no-package-here")
     d = helpers.load_mnist("auto", root, dataset="fashion-mnist", train_size=20, verbose=False)
     assert torch.bincount(d.y_train).tolist() == [2] * 10  # a stratified subset, as for MNIST
     assert d.y_test.tolist() == labels["t10k"].tolist()
@@ -109,8 +109,8 @@ def test_raw_folder_wins_over_the_package(tmp_path, package, offline):
 
 def test_checksum_mismatch_is_one_clear_line_and_leaves_no_file(tmp_path, package, offline, monkeypatch):
     folder, raw_bytes, _, _ = package
-    md5s = dict(data.FASHION_FILES, **{"train-images-idx3-ubyte": "0" * 32})
-    monkeypatch.setattr(data, "FASHION_FILES", md5s)
+    md5s = dict(fashion.FASHION_FILES, **{"train-images-idx3-ubyte": "0" * 32})
+    monkeypatch.setattr(fashion, "FASHION_FILES", md5s)
     root = tmp_path / "data"
     with pytest.raises(runs.StudyError) as err:
         helpers.load_mnist("auto", root, dataset="fashion-mnist", verbose=False)
@@ -136,8 +136,8 @@ def test_full_size_raw_files_are_checked_against_the_published_md5s(tmp_path, mo
     images, labels = tiny_fashion(n_train=10, n_test=10)
     raw = tmp_path / "data" / "FashionMNIST" / "raw"
     blobs = write_raw(raw, images, labels)
-    monkeypatch.setattr(data, "FASHION_PACKAGE_DIR", tmp_path / "no-package-here")
-    monkeypatch.setattr(data, "FASHION_SIZES", {n: len(b) for n, b in blobs.items()})  # "the published size"
+    monkeypatch.setattr(fashion, "FASHION_PACKAGE_DIR", tmp_path / "no-package-here")
+    monkeypatch.setattr(fashion, "FASHION_SIZES", {n: len(b) for n, b in blobs.items()})  # "the published size"
     with pytest.raises(runs.StudyError, match=r"^checksum mismatch for .*FashionMNIST/raw/train-images-idx3-ubyte: "
                                               r"expected md5 f4a8712d7a061bf5bd6d2ca38dc4d50a"):
         helpers.load_mnist("auto", tmp_path / "data", dataset="fashion-mnist", verbose=False)
@@ -148,14 +148,14 @@ def test_corrupted_raw_file_is_reported(tmp_path, monkeypatch, offline):
     write_raw(raw, *tiny_fashion())
     path = raw / "t10k-labels-idx1-ubyte"
     path.write_bytes(path.read_bytes()[:-3])
-    monkeypatch.setattr(data, "FASHION_PACKAGE_DIR", tmp_path / "no-package-here")
+    monkeypatch.setattr(fashion, "FASHION_PACKAGE_DIR", tmp_path / "no-package-here")
     with pytest.raises(runs.StudyError, match="^corrupted Fashion-MNIST file .*t10k-labels-idx1-ubyte"):
         helpers.load_mnist("auto", tmp_path / "data", dataset="fashion-mnist", verbose=False)
 
 
 def test_nothing_available_says_how_to_get_the_files(tmp_path, monkeypatch):
-    monkeypatch.setattr(data, "FASHION_PACKAGE_DIR", tmp_path / "no-package-here")
-    monkeypatch.setattr(data, "_download_fashion", lambda data_dir, timeout_s: "network unreachable")
+    monkeypatch.setattr(fashion, "FASHION_PACKAGE_DIR", tmp_path / "no-package-here")
+    monkeypatch.setattr(fashion, "_download_fashion", lambda data_dir, timeout_s: "network unreachable")
     for source in ("auto", "torchvision"):
         with pytest.raises(runs.StudyError) as err:
             helpers.load_mnist(source, tmp_path / "data", dataset="fashion-mnist", verbose=False)
@@ -175,7 +175,7 @@ def test_fashion_download_has_the_same_time_bound(tmp_path, monkeypatch):
 
     monkeypatch.setattr(torchvision.datasets, "FashionMNIST", Stalled)
     t0 = time.perf_counter()
-    assert data._download_fashion(tmp_path, 1) == "no answer within 1 s"
+    assert fashion._download_fashion(tmp_path, 1) == "no answer within 1 s"
     assert time.perf_counter() - t0 < 5
     release.set()
 
