@@ -69,6 +69,10 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--data-dir", help="where torchvision keeps MNIST (default: data/)")
     run.add_argument("--set", nargs="*", metavar="KEY=VALUE",
                      help="optimizer hyperparameter overrides, any keyword its constructor takes, e.g. lr=0.05")
+    run.add_argument("--tuned", metavar="SWEEP",
+                     help="each optimizer at the learning rate selected by this sweep (its summary.csv)")
+    run.add_argument("--sweeps-dir", default=DEFAULT_RESULTS,
+                     help="the results folder that holds sweeps/<SWEEP>/ (default: results/)")
     run.add_argument("--smoke", action="store_true", help="a seconds-long run on a subset")
     run.add_argument("--force", action="store_true", help="redo complete runs")
     run.add_argument("--quiet", action="store_true", help="do not echo the notebooks' output")

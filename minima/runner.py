@@ -104,9 +104,13 @@ def cmd_run(args) -> int:
     overrides = {k: parse_value(v) for k, v in (kv.split("=", 1) for kv in args.set or [])}
     if not args.quiet:
         logging.basicConfig(level=logging.INFO, format="%(message)s")  # papermill echoes the notebooks' output
+    per_optimizer = {opt: dict(overrides) for opt in args.optimizers}
+    if getattr(args, "tuned", None):
+        for opt, lr in tuned_learning_rates(args.tuned, args.sweeps_dir, args.optimizers).items():
+            per_optimizer[opt]["lr"] = lr
     configs = [run_config(opt, seed, smoke=args.smoke, epochs=args.epochs, batch_size=args.batch_size,
                           data_source=args.data_source, data_dir=args.data_dir, dataset=args.dataset,
-                          overrides=overrides, results_dir=args.results_dir)
+                          overrides=per_optimizer[opt], results_dir=args.results_dir)
                for opt in args.optimizers for seed in args.seeds]
     for flag, value in (("--jobs", args.jobs), ("--threads", args.threads)):
         if value is not None and value < 1:
@@ -132,6 +136,20 @@ def cmd_run(args) -> int:
             print(f"[{_label(futures[future])}] {outcome} ({seconds:.0f} s) -> {runs.run_dir_for(futures[future])}",
                   flush=True)
     return 1 if failures else 0
+
+
+def tuned_learning_rates(sweep, results_dir, optimizers) -> dict[str, float]:
+    """The learning rate a collected sweep selected for each optimizer; StudyError when one has none."""
+    from minima.sweeps.plan import sweep_dir
+    from minima.sweeps.summary import selected_learning_rates
+
+    selected = selected_learning_rates(sweep_dir(sweep, results_dir))
+    missing = [opt for opt in optimizers if opt not in selected]
+    if missing:
+        raise runs.StudyError(f"sweep {sweep!r} selected no learning rate for {', '.join(missing)} "
+                              f"(selected: {', '.join(f'{o} {v:g}' for o, v in selected.items()) or 'none'})")
+    print("tuned learning rates from sweep " + sweep + ": " + ", ".join(f"{o} {selected[o]:g}" for o in optimizers))
+    return {opt: selected[opt] for opt in optimizers}
 
 
 def _label(config) -> str:

@@ -87,7 +87,9 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
 
     Per epoch: train/test loss and accuracy, the full-batch gradient norm over
     the training split, the last mini-batch's gradient norm (the original's
-    measure) and wall time. With a ``run_dir`` it writes ``history.csv`` and a
+    measure) and wall time: ``step_time_s`` (the optimizer's steps alone),
+    ``train_time_s`` (the steps and the callbacks) and ``epoch_time_s`` (with
+    the evaluation). With a ``run_dir`` it writes ``history.csv`` and a
     checkpoint after every epoch, and resumes from that checkpoint. A
     non-finite loss stops the run with status ``diverged``.
     ``callback`` (one, or a list): ``callback(model, epoch=, step=, total_steps=)``
@@ -137,10 +139,13 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
     model.train()
     for epoch in range(start_epoch, epochs + 1):
         t0 = time.perf_counter()
+        step_time = 0.0  # the optimizer's steps alone, without the callbacks: what time to a target loss counts
         perm = torch.randperm(n, generator=order).to(data.y_train.device)
         for i in range(steps_per_epoch):
             idx = perm[i * batch_size:(i + 1) * batch_size]
+            t_step = time.perf_counter()
             loss = training_step(model, optimizer, data.x_train[idx], data.y_train[idx], name)
+            step_time += time.perf_counter() - t_step
             step = (epoch - 1) * steps_per_epoch + i + 1
             if not torch.isfinite(loss):
                 # the loss as a string: "nan" and "inf" are valid JSON that way
@@ -163,7 +168,7 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
             va = evaluate(model, data.x_val, data.y_val, config["eval_batch_size"])
             row.update(val_loss=va["loss"], val_accuracy=va["accuracy"])
         row.update(grad_norm_full=tr["grad_norm"], grad_norm_last_batch=last_batch_grad_norm,
-                   train_time_s=train_time, epoch_time_s=time.perf_counter() - t0)
+                   step_time_s=step_time, train_time_s=train_time, epoch_time_s=time.perf_counter() - t0)
         history.append(row)
         for cb in every:
             if hasattr(cb, "on_epoch"):

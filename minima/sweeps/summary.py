@@ -20,7 +20,7 @@ from pathlib import Path
 import pandas as pd
 
 from minima.optimizers import names as optimizer_names
-from minima.runs import FINAL, load_json, run_dir_for, save_csv, save_text
+from minima.runs import FINAL, StudyError, load_json, run_dir_for, save_csv, save_text
 
 TIE = 1e-9  # mean validation accuracies closer than this are equal (they are multiples of 1/(seeds x held-out))
 
@@ -158,3 +158,14 @@ def _summary_markdown(name, table, runs) -> str:
     if unfinished:
         lines += ["", f"{unfinished} of {len(runs)} runs are not complete; they are left out above."]
     return "\n".join(lines) + "\n"
+
+
+def selected_learning_rates(root) -> dict[str, float]:
+    """{optimizer: selected lr} from a collected sweep's summary.csv (raises StudyError if there is none)."""
+    path = Path(root) / "summary.csv"
+    if not path.exists():
+        raise StudyError(f"{path} does not exist; collect the sweep first: python -m minima sweep collect --name "
+                         f"{Path(root).name}")
+    table = pd.read_csv(path)
+    best = table[table.best.astype(bool)]
+    return {r.optimizer: float(r.lr) for r in best.itertuples()}
