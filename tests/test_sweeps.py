@@ -388,3 +388,16 @@ def test_extend_adds_grid_points_until_no_selection_sits_at_an_edge(tmp_path, mo
     assert sorted(set(launched)) == [1.0, 10.0]  # 1 is at the edge once run, so 10 is tried; then 1 is interior
     table = cli.collect("ext", tmp_path, echo=False)
     assert table[table.best].lr.tolist() == [1.0] and summary.extensions(table) == {}
+
+
+def test_run_tuned_takes_each_optimizers_selected_learning_rate(tmp_path):
+    from minima import runner
+
+    _fixture_sweep(tmp_path, "pick", {("sgd", 0.01): [(0.90, 0.3), (0.90, 0.3)], ("sgd", 0.1): [(0.95, 0.2)] * 2,
+                                       ("adam", 0.001): [(0.97, 0.2)] * 2, ("adam", 0.01): [(0.95, 0.2)] * 2})
+    with pytest.raises(runs.StudyError, match="collect the sweep first"):
+        runner.tuned_learning_rates("pick", tmp_path, ["sgd"])
+    cli.collect("pick", tmp_path, echo=False)
+    assert runner.tuned_learning_rates("pick", tmp_path, ["sgd", "adam"]) == {"sgd": 0.1, "adam": 0.001}
+    with pytest.raises(runs.StudyError, match="selected no learning rate for adagrad"):
+        runner.tuned_learning_rates("pick", tmp_path, ["sgd", "adagrad"])

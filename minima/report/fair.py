@@ -1,0 +1,218 @@
+"""The fair comparison: intervals over seeds, time to a target loss, and curvature at equal loss against SGD.
+
+Every pairwise claim is a difference (or ratio) of means over seeds with a 95 %
+Welch interval: the two groups' variances are not assumed equal, and the
+degrees of freedom are Welch–Satterthwaite's. Ratios (curvature, which spans
+orders of magnitude) are intervals for the difference of mean logarithms,
+exponentiated: a ratio of geometric means. A difference is called *supported*
+when its interval excludes zero (a ratio: excludes 1). With 5 seeds per group
+the intervals are wide, and the tables say so rather than rank within them.
+
+The inputs are the frames of ``collection.collect`` (one study folder), so
+this module reads run folders only through them.
+"""
+
+import math
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from minima.report.collection import LABELS, ok_runs, only_ok, optimizers_in
+
+LEVEL = 0.95
+BASELINE = "sgd"   # curvature and speed ratios are to SGD's
+
+
+# ---------------------------------------------------------------- intervals
+
+def welch(a, b, level=LEVEL) -> dict:
+    """Mean(a) − mean(b) with its Welch t interval; NaN bounds when a group has fewer than two values."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
+    out = {"diff": a.mean() - b.mean() if len(a) and len(b) else math.nan, "low": math.nan, "high": math.nan,
+           "df": math.nan, "n_a": len(a), "n_b": len(b)}
+    if len(a) < 2 or len(b) < 2:
+        return out
+    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
+    se = math.sqrt(va + vb)
+    if se == 0:  # identical values in both groups: the difference is exact
+        return dict(out, low=out["diff"], high=out["diff"], df=math.inf)
+    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
+    half = stats.t.ppf(0.5 + level / 2, df) * se
+    return dict(out, low=out["diff"] - half, high=out["diff"] + half, df=df)
+
+
+def ratio(a, b, level=LEVEL) -> dict:
+    """Geometric mean(a) / geometric mean(b) with the Welch interval of the log difference; positive values only."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    w = welch(np.log(a[a > 0]), np.log(b[b > 0]), level)
+    return {"ratio": math.exp(w["diff"]) if math.isfinite(w["diff"]) else math.nan,
+            "low": math.exp(w["low"]) if math.isfinite(w["low"]) else math.nan,
+            "high": math.exp(w["high"]) if math.isfinite(w["high"]) else math.nan, "n_a": w["n_a"], "n_b": w["n_b"]}
+
+
+def supported(low, high, null=0.0) -> str:
+    """Whether an interval excludes the null value: "yes", "no", or "–" when there is no interval."""
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return "–"
+    return "yes" if low > null or high < null else "no"
+
+
+def interval_text(estimate, low, high, spec=".4f") -> str:
+    if not math.isfinite(estimate):
+        return "–"
+    if not (math.isfinite(low) and math.isfinite(high)):
+        return format(estimate, spec)
+    return f"{estimate:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
+def _label(opt):
+    return LABELS.get(opt, opt)
+
+
+# ---------------------------------------------------------------- accuracy
+
+def accuracy_pairs(frames, column="test_accuracy") -> pd.DataFrame:
+    """Every pair of optimizers: the difference in mean ``column`` over seeds, its interval, and whether supported."""
+    runs = ok_runs(frames)
+    opts, rows = optimizers_in(runs), []
+    for i, a in enumerate(opts):
+        for b in opts[i + 1:]:
+            w = welch(runs[runs.optimizer == a][column], runs[runs.optimizer == b][column])
+            rows.append({"pair": f"{_label(a)} − {_label(b)}", "n": f"{w['n_a']} vs {w['n_b']}",
+                         "difference [95 % CI]": interval_text(w["diff"], w["low"], w["high"]),
+                         "supported": supported(w["low"], w["high"])})
+    return pd.DataFrame(rows)
+
+
+# ---------------------------------------------------------------- speed
+
+def time_to_target(history: pd.DataFrame, thresholds) -> pd.DataFrame:
+    """Per run and threshold: the first epoch whose full-batch training loss is below it, its step, and seconds.
+
+    Seconds are the optimizer's steps alone up to that epoch (``step_time_s``,
+    without trackers or evaluation); NaN for runs that predate that column.
+    A threshold never reached has ``reached=False`` and NaN epoch, step and seconds.
+    """
+    rows = []
+    for (opt, seed), h in history.groupby(["optimizer", "seed"], sort=False):
+        h = h.sort_values("epoch")
+        seconds = h["step_time_s"].cumsum() if "step_time_s" in h and h["step_time_s"].notna().all() else None
+        for t in thresholds:
+            below = h[h.train_loss < t]
+            row = {"optimizer": opt, "seed": seed, "threshold": t, "reached": bool(len(below)),
+                   "epoch": math.nan, "step": math.nan, "seconds": math.nan}
+            if len(below):
+                first = below.index[0]
+                row.update(epoch=int(h.loc[first, "epoch"]), step=int(h.loc[first, "step"]),
+                           seconds=float(seconds.loc[first]) if seconds is not None else math.nan)
+            rows.append(row)
+    return pd.DataFrame(rows, columns=["optimizer", "seed", "threshold", "reached", "epoch", "step", "seconds"])
+
+
+def speed_table(frames, thresholds) -> pd.DataFrame:
+    """Per optimizer and threshold: seeds that reached it, mean steps and seconds, and the step ratio to SGD."""
+    ttt = time_to_target(only_ok(frames["history"], frames), thresholds)
+    rows = []
+    for t in thresholds:
+        at = ttt[ttt.threshold == t]
+        base = at[(at.optimizer == BASELINE) & at.reached]
+        for opt in optimizers_in(at):
+            g = at[at.optimizer == opt]
+            hit = g[g.reached]
+            r = ratio(hit.step, base.step) if opt != BASELINE and len(hit) == len(g) and len(base) else None
+            rows.append({"train loss below": f"{t:g}", "optimizer": _label(opt), "reached": f"{len(hit)}/{len(g)}",
+                         "epochs": _mean_sd(hit.epoch, 1), "steps": _mean_sd(hit.step, 0),
+                         "seconds of steps": _mean_sd(hit.seconds, 1),
+                         "steps / SGD's [95 % CI]": "1" if opt == BASELINE else
+                         (interval_text(r["ratio"], r["low"], r["high"], ".2f") if r else "–"),
+                         "supported": supported(r["low"], r["high"], 1.0) if r else "–"})
+    return pd.DataFrame(rows)
+
+
+def _mean_sd(values, decimals) -> str:
+    v = pd.Series(values, dtype=float).dropna()
+    if not len(v):
+        return "–"
+    return f"{v.mean():.{decimals}f}" if len(v) < 2 else f"{v.mean():.{decimals}f} ± {v.std():.{decimals}f}"
+
+
+# ---------------------------------------------------------------- curvature at equal loss
+
+CURVATURE = (("lambda1", "λ1"), ("precond_lambda1", "λ1(P⁻¹H)"), ("trace", "trace"))
+
+
+def common_thresholds(frames) -> list[float]:
+    """The equal-loss thresholds that every complete, non-diverged run of the study reached."""
+    eq = only_ok(frames["equal_loss"], frames)
+    n_runs = len(ok_runs(frames))
+    counts = eq.dropna(subset=["lambda1"]).groupby("loss_threshold").size()
+    return sorted((float(t) for t, n in counts.items() if n == n_runs), reverse=True)
+
+
+def equal_loss_ratios(frames) -> pd.DataFrame:
+    """λ1, λ1(P⁻¹H) and the trace as a ratio to SGD's, at each common threshold and at the final weights.
+
+    The final weights' λ1 and trace come from curvature.json (the last row, "end");
+    their λ1(P⁻¹H) is not measured there, so it is left out of that row.
+    """
+    eq = only_ok(frames["equal_loss"], frames)
+    runs = ok_runs(frames)
+    rows = []
+    stages = [(f"{t:g}", eq[np.isclose(eq.loss_threshold, t)]) for t in common_thresholds(frames)]
+    stages.append(("end of training", runs.assign(precond_lambda1=math.nan)))
+    for stage, g in stages:
+        base = g[g.optimizer == BASELINE]
+        for opt in optimizers_in(g):
+            if opt == BASELINE:
+                continue
+            row = {"train loss below": stage, "optimizer": _label(opt)}
+            mine = g[g.optimizer == opt]
+            for column, name in CURVATURE:
+                r = ratio(mine[column], base[column])
+                row[f"{name} / SGD's [95 % CI]"] = interval_text(r["ratio"], r["low"], r["high"], ".2f")
+                row[f"{name} supported"] = supported(r["low"], r["high"], 1.0)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def flatness_gap(frames, column="lambda1") -> pd.DataFrame:
+    """How much of the end-of-training λ1 ratio to SGD is left at each common equal-loss threshold.
+
+    ``left`` is log(ratio at the threshold) / log(ratio at the end): 1 when the
+    gap at equal loss is as large as at the end, 0 when it vanishes.
+    """
+    eq, runs = only_ok(frames["equal_loss"], frames), ok_runs(frames)
+    rows = []
+    for opt in optimizers_in(runs):
+        if opt == BASELINE:
+            continue
+        end = ratio(runs[runs.optimizer == opt][column], runs[runs.optimizer == BASELINE][column])["ratio"]
+        for t in common_thresholds(frames):
+            g = eq[np.isclose(eq.loss_threshold, t)]
+            at = ratio(g[g.optimizer == opt][column], g[g.optimizer == BASELINE][column])["ratio"]
+            left = math.log(at) / math.log(end) if end > 0 and at > 0 and abs(math.log(end)) > 1e-12 else math.nan
+            rows.append({"optimizer": opt, "threshold": t, "ratio_end": end, "ratio_at_threshold": at,
+                         "share_left": left})
+    return pd.DataFrame(rows)
+
+
+def fair_tables(frames, thresholds) -> dict:
+    """name -> (table, caption) for one study: accuracy pairs, speed, and curvature at equal loss."""
+    n = {opt: int((ok_runs(frames).optimizer == opt).sum()) for opt in optimizers_in(ok_runs(frames))}
+    seeds = ", ".join(f"{_label(o)} {k}" for o, k in n.items())
+    return {
+        "accuracy_pairs": (accuracy_pairs(frames),
+                           f"Test accuracy, difference of means over seeds ({seeds}) with a 95 % Welch interval; "
+                           f"supported when the interval excludes 0."),
+        "speed": (speed_table(frames, thresholds),
+                  "Time to a target: the first epoch whose full-batch training loss is below the threshold, its "
+                  "step, and the seconds spent in optimizer steps until then (no trackers, no evaluation; '–' for "
+                  "runs made before the step time was recorded). Steps / SGD's is a ratio of geometric means with "
+                  "a 95 % Welch interval on the logarithms, given when every seed reached the threshold."),
+        "equal_loss_ratios": (equal_loss_ratios(frames),
+                              "Curvature at equal training loss, as a ratio of geometric means to SGD's with a 95 % "
+                              "Welch interval on the logarithms, at every threshold that every run reached, and at "
+                              "the final weights (where the losses differ). Supported: the interval excludes 1."),
+    }

@@ -1,0 +1,107 @@
+"""The fair comparison's arithmetic: Welch intervals against a hand computation and scipy's own test, ratios of
+geometric means, time to target from fixture histories (including "not reached"), and curvature at equal loss."""
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from minima.report import fair
+
+
+def test_welch_interval_matches_a_hand_computation_and_scipys_test():
+    a, b = [1.0, 2.0, 3.0, 4.0], [2.0, 4.0, 6.0]
+    # by hand: means 2.5 and 4; variances 5/3 and 4; se^2 = (5/3)/4 + 4/3 = 1.75;
+    # df = 1.75^2 / ((5/12)^2/3 + (4/3)^2/2) = 3.0625 / 0.9467593 = 3.234719
+    w = fair.welch(a, b)
+    assert w["diff"] == pytest.approx(-1.5)
+    assert w["df"] == pytest.approx(3.0625 / ((5 / 12) ** 2 / 3 + (4 / 3) ** 2 / 2))
+    assert w["df"] == pytest.approx(3.234719, abs=1e-6)
+    half = stats.t.ppf(0.975, w["df"]) * math.sqrt(1.75)
+    assert (w["low"], w["high"]) == pytest.approx((-1.5 - half, -1.5 + half))
+    ci = stats.ttest_ind(a, b, equal_var=False).confidence_interval(0.95)  # an independent implementation
+    assert (w["low"], w["high"]) == pytest.approx((ci.low, ci.high))
+    assert fair.supported(w["low"], w["high"]) == "no"
+
+
+def test_welch_edge_cases_one_value_identical_groups_and_nan():
+    assert math.isnan(fair.welch([1.0], [1.0, 2.0])["low"])  # no variance from one value
+    exact = fair.welch([2.0, 2.0, 2.0], [1.0, 1.0])
+    assert (exact["diff"], exact["low"], exact["high"]) == (1.0, 1.0, 1.0)
+    assert fair.supported(exact["low"], exact["high"]) == "yes"
+    assert fair.welch([1.0, np.nan, 3.0], [1.0, 1.0])["n_a"] == 2
+    assert fair.supported(math.nan, math.nan) == "–"
+
+
+def test_ratio_is_of_geometric_means_with_the_log_interval():
+    a, b = [0.1, 0.2, 0.4], [1.0, 2.0, 4.0, 8.0]
+    r = fair.ratio(a, b)
+    geo = lambda v: math.exp(np.mean(np.log(v)))  # noqa: E731
+    assert r["ratio"] == pytest.approx(geo(a) / geo(b))
+    ci = stats.ttest_ind(np.log(a), np.log(b), equal_var=False).confidence_interval(0.95)
+    assert (r["low"], r["high"]) == pytest.approx((math.exp(ci.low), math.exp(ci.high)))
+    assert fair.supported(r["low"], r["high"], 1.0) == "yes"  # a tenth, clearly below 1
+
+
+def _history(opt, seed, losses, step_times=None, steps_per_epoch=40):
+    rows = []
+    for i, loss in enumerate(losses):
+        row = {"optimizer": opt, "seed": seed, "epoch": i + 1, "step": (i + 1) * steps_per_epoch, "train_loss": loss}
+        if step_times is not None:
+            row["step_time_s"] = step_times[i]
+        rows.append(row)
+    return rows
+
+
+def test_time_to_target_is_the_first_epoch_below_each_threshold_or_not_reached():
+    history = pd.DataFrame(_history("sgd", 0, [0.5, 0.09, 0.2, 0.02, 0.005], [1.0, 1.5, 1.0, 1.0, 2.0])
+                           + _history("adam", 0, [0.05, 0.04]))  # no step times: an old run
+    ttt = fair.time_to_target(history, [0.1, 0.01, 1e-3]).set_index(["optimizer", "threshold"])
+    first = ttt.loc[("sgd", 0.1)]
+    assert (first.reached, first.epoch, first.step, first.seconds) == (True, 2, 80, 2.5)  # not the later 0.2
+    later = ttt.loc[("sgd", 0.01)]
+    assert (later.epoch, later.step, later.seconds) == (5, 200, 6.5)
+    never = ttt.loc[("sgd", 1e-3)]
+    assert not never.reached and math.isnan(never.epoch) and math.isnan(never.seconds)
+    old = ttt.loc[("adam", 0.1)]
+    assert old.reached and old.epoch == 1 and math.isnan(old.seconds)
+    assert not ttt.loc[("adam", 0.01)].reached
+
+
+def _frames(eq_rows, run_rows, history_rows):
+    runs = pd.DataFrame(run_rows)
+    return {"runs": runs, "equal_loss": pd.DataFrame(eq_rows), "history": pd.DataFrame(history_rows)}
+
+
+def test_speed_and_equal_loss_tables_from_fixture_runs():
+    run_rows, eq_rows, hist = [], [], []
+    for seed in range(3):
+        for opt, lam_end, lam_eq, speed in (("sgd", 4.0, 2.0, 1), ("adam", 0.04 * (1 + seed / 10), 1.0, 2)):
+            run_rows.append({"optimizer": opt, "seed": seed, "status": "ok", "lambda1": lam_end, "trace": 10 * lam_end,
+                             "test_accuracy": 0.98})
+            eq_rows.append({"optimizer": opt, "seed": seed, "loss_threshold": 0.1, "lambda1": lam_eq * (1 + seed / 10),
+                            "precond_lambda1": 1.0, "trace": 5.0})
+            if opt == "sgd":  # adam never reaches 1e-2: that threshold is not common
+                eq_rows.append({"optimizer": opt, "seed": seed, "loss_threshold": 0.01, "lambda1": 3.0,
+                                "precond_lambda1": 1.0, "trace": 5.0})
+            losses = [0.5, 0.05] if speed == 2 else [0.5, 0.3, 0.2, 0.05]
+            hist += _history(opt, seed, losses, [1.0] * len(losses))
+    frames = _frames(eq_rows, run_rows, hist)
+    assert fair.common_thresholds(frames) == [0.1]
+    ratios = fair.equal_loss_ratios(frames).set_index("train loss below")
+    spread = np.log([1.0, 1.1, 1.2])  # unpaired: the seeds' spread widens the interval around the ratio 1/2
+    ci = stats.ttest_ind(np.log(1.0) + spread, np.log(2.0) + spread, equal_var=False).confidence_interval(0.95)
+    assert ratios.loc["0.1", "λ1 / SGD's [95 % CI]"] == f"0.50 [{math.exp(ci.low):.2f}, {math.exp(ci.high):.2f}]"
+    assert ratios.loc["0.1", "trace / SGD's [95 % CI]"] == "1.00 [1.00, 1.00]"  # identical traces: exact
+    assert ratios.loc["end of training", "λ1 supported"] == "yes"
+    gap = fair.flatness_gap(frames).iloc[0]
+    assert gap.ratio_at_threshold == pytest.approx(0.5)
+    assert gap.share_left == pytest.approx(math.log(0.5) / math.log(gap.ratio_end))
+    speed = fair.speed_table(frames, [0.1, 0.01]).set_index(["train loss below", "optimizer"])
+    assert speed.loc[("0.1", "Adam"), "steps / SGD's [95 % CI]"] == "0.50 [0.50, 0.50]"
+    assert speed.loc[("0.1", "SGD"), "steps"] == "160 ± 0"
+    assert speed.loc[("0.01", "Adam"), "reached"] == "0/3"
+    pairs = fair.accuracy_pairs(frames)
+    assert pairs.iloc[0]["supported"] == "no"  # identical accuracies: an exact zero difference
