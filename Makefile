@@ -59,6 +59,7 @@ status: install
 notebooks: install  # stamp the optimizer notebooks from notebooks/templates/optimizer.py; pair the rest
 	$(PY) -m minima notebooks
 	$(VENV)/bin/jupytext --sync notebooks/plotting_results.ipynb
+	$(PY) -m nbstripout notebooks/plotting_results.ipynb  # cell ids as the git filter writes them
 
 benchmarks: install
 	$(PY) benchmarks/bench_training.py

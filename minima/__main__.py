@@ -33,7 +33,7 @@ def cmd_status(args) -> int:
 
 def cmd_report(args) -> int:
     from minima.report.build import build
-    build(results_dir=args.results, report_dir=args.report_dir)
+    build(results_dir=args.results, report_dir=args.report_dir, tuned_dir=args.tuned, sweep_dir=args.sweep)
     return 0
 
 
@@ -86,6 +86,10 @@ def parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="figures and tables from a study folder")
     rep.add_argument("--results", default=DEFAULT_RESULTS, help="the study to report (default: results/)")
     rep.add_argument("--report-dir", default="report", help="where figures and tables go (default: report/)")
+    rep.add_argument("--tuned", default="results/tuned",
+                     help="the study at the sweep's selected learning rates, beside --results (default: results/tuned)")
+    rep.add_argument("--sweep", default="results/sweeps/tuning",
+                     help="the collected learning-rate sweep (default: results/sweeps/tuning)")
     rep.set_defaults(func=cmd_report)
     facts = sub.add_parser("facts", help="every number the report's and README's prose quote, recomputed")
     facts.add_argument("--results", default=DEFAULT_RESULTS)

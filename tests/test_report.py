@@ -116,8 +116,33 @@ def built(tmp_path_factory):
     write_run(results, "adam", 2, rng, status="diverged")
     write_run(results, "sgd", 5, rng, done=False)  # incomplete: must not count
     write_run(results / "sweeps" / "lr" / "sgd-lr0.05", "sgd", 0, rng)  # sweeps are not part of the report
-    out = report_build.build(results_dir=str(results), report_dir=str(base / "report"), parameters=SMALL)
-    return {"results": results, "report": base / "report", "truth": truth, "out": out}
+    tuned, tuned_truth = base / "tuned", {}  # the study at the selected learning rates, in the fair comparison
+    for opt in OPTIMIZERS:
+        for seed in SEEDS:
+            tuned_truth[opt, seed] = write_run(tuned, opt, seed, rng)
+    sweep = write_sweep(base / "sweep_results", rng)
+    out = report_build.build(results_dir=str(results), report_dir=str(base / "report"), parameters=SMALL,
+                             tuned_dir=str(tuned), sweep_dir=str(sweep))
+    return {"results": results, "report": base / "report", "truth": truth, "out": out, "tuned": tuned_truth}
+
+
+def write_sweep(root, rng):
+    """A collected learning-rate sweep of finished train-only runs (history with validation, final.json, done)."""
+    from minima.sweeps import cli, plan
+
+    configs = plan.plan_sweep("lr", list(OPTIMIZERS), [0, 1], lr_grid={"sgd": [0.05, 0.1], "adam": [0.001, 0.01]},
+                              results_dir=root)
+    plan.record_plan("lr", configs, {})
+    for cfg in configs:
+        run = runs.run_dir_for(cfg)
+        _write(run / "config.json", json.dumps(cfg))
+        acc = float(rng.uniform(0.9, 0.99))
+        _write(run / "history.csv", pd.DataFrame([{"epoch": 1, "val_accuracy": acc, "val_loss": 1 - acc}])
+               .to_csv(index=False))
+        _write(run / "final.json", json.dumps({"status": "ok", "test_accuracy": acc - 0.01}))
+        _write(run / "done", "2025-01-01T00:00:00\n")
+    cli.collect("lr", root, echo=False)
+    return plan.sweep_dir("lr", root)
 
 
 def markdown_table(path) -> pd.DataFrame:
@@ -153,6 +178,24 @@ def test_build_writes_every_figure_table_and_the_executed_notebook(built):
     executed = nbformat.read(rep / ".executed" / "plotting_results.ipynb", as_version=4)
     assert not any(o.get("output_type") == "error" for c in executed.cells if c.cell_type == "code" for o in c.outputs)
     assert not list(rep.glob("**/*.tmp"))  # atomic writes leave no temporary files behind
+
+
+def test_fair_comparison_tables_and_figures_for_both_studies(built):
+    from scipy import stats
+
+    rep = built["report"]
+    for name in ("lr_sensitivity", "studies_side_by_side"):
+        assert (rep / "figures" / f"{name}.png").stat().st_size > 0
+    for study in ("original", "tuned"):
+        for name in ("accuracy_pairs", "speed", "equal_loss_ratios"):
+            assert (rep / "tables" / f"fair_{study}_{name}.md").stat().st_size > 0
+    pairs = markdown_table(rep / "tables" / "fair_tuned_accuracy_pairs.md")
+    sgd = [built["tuned"]["sgd", s]["final"]["test_accuracy"] for s in SEEDS]
+    adam = [built["tuned"]["adam", s]["final"]["test_accuracy"] for s in SEEDS]
+    ci = stats.ttest_ind(sgd, adam, equal_var=False).confidence_interval(0.95)
+    diff, low, high = (float(x) for x in re.findall(r"-?\d+\.\d+", pairs.iloc[0]["difference [95 % CI]"]))
+    for printed, expected in ((diff, np.mean(sgd) - np.mean(adam)), (low, ci.low), (high, ci.high)):
+        assert abs(printed - expected) <= 5e-5
 
 
 def test_accuracy_table_equals_a_recomputation_from_the_fixture(built):

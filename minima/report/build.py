@@ -10,16 +10,19 @@ import contextlib
 import os
 import time
 
+from minima.notebooks import KERNEL_OPTIONS
 from minima.report.collection import _fail, collect, optimizers_in, seed_count
 from minima.report.tables import write_tables
-from minima.notebooks import KERNEL_OPTIONS
-from minima.runs import REPO_ROOT
+from minima.runs import REPO_ROOT, study_runs
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "plotting_results.ipynb"
 FIGURES = ("grad_norms", "spectral_ratio_gap", "sharpness", "landscape_1d", "landscape_2d", "landscape_3d",
            "confusion", "spectral_density", "hessian_batch_sensitivity")
 # drawn only when some run carries the instruments' files (runs made before them do not)
-OPTIONAL_FIGURES = ("preconditioned_sharpness", "subspace_overlap", "equal_loss", "full_data_outliers")
+OPTIONAL_FIGURES = ("preconditioned_sharpness", "subspace_overlap", "equal_loss", "full_data_outliers",
+                    "lr_sensitivity", "studies_side_by_side")
+TUNED_DIR = "results/tuned"           # the study at the sweep's selected learning rates
+SWEEP_DIR = "results/sweeps/tuning"   # the learning-rate sweep behind it
 
 
 @contextlib.contextmanager
@@ -37,7 +40,27 @@ def _environment(**values):
                 os.environ[k] = v
 
 
-def build(results_dir="results", report_dir="report", parameters=None, log_output=False) -> dict:
+def write_fair_tables(studies: dict, tables_dir) -> list:
+    """The fair comparison's tables for each study: ``fair_<study>_<table>.md`` and ``.tex``."""
+    import params
+    from minima import runs as run_files
+    from minima.report.fair import fair_tables
+    from minima.report.tables import to_latex, to_markdown
+
+    written = []
+    for study, frames in studies.items():
+        for name, (table, caption) in fair_tables(frames, params.EQUAL_LOSS_THRESHOLDS).items():
+            stem = f"fair_{study}_{name}"
+            title = f"{name.replace('_', ' ').capitalize()}, {study.replace('_', ' ')}"
+            for path, text in ((tables_dir / f"{stem}.md", to_markdown(table, title, caption)),
+                               (tables_dir / f"{stem}.tex", to_latex(table, stem, caption))):
+                run_files.atomic_write(path, lambda f, t=text: f.write(t.encode()))
+                written.append(path)
+    return written
+
+
+def build(results_dir="results", report_dir="report", parameters=None, log_output=False, tuned_dir=TUNED_DIR,
+          sweep_dir=SWEEP_DIR) -> dict:
     """Collect the runs, write the tables, execute the plotting notebook; returns what was written.
 
     Relative paths are taken from the repository root, as in params.py.
@@ -52,9 +75,17 @@ def build(results_dir="results", report_dir="report", parameters=None, log_outpu
     print(f"{len(runs)} complete runs ({int((runs.status == 'diverged').sum())} diverged) "
           f"from {results_dir}: " + ", ".join(f"{o} {seed_count(runs, o)}" for o in optimizers_in(runs)))
     tables = write_tables(frames, report_dir / "tables")
+    tuned_dir, sweep_dir = (REPO_ROOT / tuned_dir).resolve(), (REPO_ROOT / sweep_dir).resolve()
+    studies = {"original": frames}
+    if tuned_dir.is_dir() and study_runs(tuned_dir)[0]:
+        studies["tuned"] = collect(tuned_dir)
+    else:
+        print(f"note: no complete run in {tuned_dir}; the fair comparison reports the original settings only")
+    tables += write_fair_tables(studies, report_dir / "tables")
     executed = report_dir / ".executed" / "plotting_results.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
     knobs = {"RESULTS_DIR": str(results_dir), "REPORT_DIR": str(report_dir), "CLOSE_FIGURES": True,
+             "TUNED_DIR": str(tuned_dir), "SWEEP_DIR": str(sweep_dir),
              **(parameters or {})}
     started = time.time()
     path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)
