@@ -14,7 +14,7 @@ REPORT ?= $(if $(filter results,$(RESULTS)),report,$(RESULTS)/report)
 SMOKE_DIR ?= .smoke
 OPT_ARGS = $(if $(strip $(OPTIMIZERS)),--optimizers $(OPTIMIZERS))
 
-.PHONY: install test lint reproduce compare smoke sweep-smoke report facts status notebooks benchmarks gpu-check \
+.PHONY: install test lint reproduce compare smoke sweep study tuned fair sweep-smoke report facts status notebooks benchmarks gpu-check \
         edge-of-stability clean-smoke
 
 install: $(VENV)/.installed
@@ -43,12 +43,29 @@ compare: install
 smoke: install
 	$(PY) -m minima run --smoke --force $(OPT_ARGS) --seeds 0 --results-dir $(SMOKE_DIR)
 
+# The fair comparison, in three steps (hours on 2 cores; resumable: each step skips complete runs). Into runs/ by
+# default; STUDY=results rebuilds the committed study. `make fair` runs all three.
+STUDY ?= $(RUNS)
+STUDY_SEEDS ?= 0 1 2 3 4
+sweep: install  # every optimizer's lr grid, 3 seeds, train only; extended where the selection sits at an edge
+	$(PY) -m minima sweep launch --name tuning --results-dir $(STUDY) --extend
+	$(PY) -m minima sweep collect --name tuning --results-dir $(STUDY)
+
+study: install  # the original settings, 5 seeds, every instrument on
+	$(PY) -m minima run --seeds $(STUDY_SEEDS) --results-dir $(STUDY)
+
+tuned: install  # the sweep's selected learning rates, 5 seeds, every instrument on
+	$(PY) -m minima run --tuned tuning --sweeps-dir $(STUDY) --seeds $(STUDY_SEEDS) --results-dir $(STUDY)/tuned
+
+fair: sweep study tuned
+
 sweep-smoke: install
 	$(PY) -m minima sweep launch --name smoke $(OPT_ARGS) --seeds 0 1 --lr-grid none --smoke \
 	    --results-dir $(SMOKE_DIR)
 
 report: install
-	MPLBACKEND=Agg $(PY) -m minima report --results $(RESULTS) --report-dir $(REPORT)
+	MPLBACKEND=Agg $(PY) -m minima report --results $(RESULTS) --report-dir $(REPORT) --tuned $(RESULTS)/tuned \
+	    --sweep $(RESULTS)/sweeps/tuning
 
 facts: install  # the numbers report/report.md and the README quote in prose, recomputed from results/
 	$(PY) -m minima facts --results $(RESULTS)
