@@ -197,8 +197,9 @@ written += figures.save_figure(fig, "full_data_outliers", REPORT_DIR, FIG_FORMAT
 # Every optimizer's learning rate was swept over a log-spaced grid (three seeds each, 500 training images held out
 # for validation; the test split never chooses), and the setting with the best mean final validation accuracy was
 # selected. Below: that sensitivity, with the original learning rate dashed and the selected one starred; then the
-# study at the original settings beside the study at the selected ones, with 95 % intervals of the mean. Either part
-# is skipped, with a note, when its folder is absent.
+# study at the original settings beside the study at the selected ones, with 95 % intervals of the mean, and the
+# steps each optimizer needs to reach each training-loss threshold and test-accuracy target (the tuned study when
+# there is one). Either study part is skipped, with a note, when its folder is absent.
 
 # %%
 from pathlib import Path
@@ -218,6 +219,9 @@ else:
     print(f"note: no complete run in {TUNED_DIR}; the tuned study is not drawn")
 fig = fair_figures.plot_studies_side_by_side(studies, figsize=FIGSIZE_WIDE, labels=LABELS)
 written += figures.save_figure(fig, "studies_side_by_side", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+fig = fair_figures.plot_time_to_target(studies.get("tuned learning rates", frames), params.EQUAL_LOSS_THRESHOLDS,
+                                       figsize=FIGSIZE_WIDE, labels=LABELS)
+written += figures.save_figure(fig, "time_to_target", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
 for study, study_frames in studies.items():
     for name, (table, caption) in fair.fair_tables(study_frames, params.EQUAL_LOSS_THRESHOLDS).items():
         display(Markdown(tables.to_markdown(table, f"{name.replace('_', ' ').capitalize()}, {study}", caption)))

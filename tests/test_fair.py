@@ -58,7 +58,7 @@ def _history(opt, seed, losses, step_times=None, steps_per_epoch=40):
 def test_time_to_target_is_the_first_epoch_below_each_threshold_or_not_reached():
     history = pd.DataFrame(_history("sgd", 0, [0.5, 0.09, 0.2, 0.02, 0.005], [1.0, 1.5, 1.0, 1.0, 2.0])
                            + _history("adam", 0, [0.05, 0.04]))  # no step times: an old run
-    ttt = fair.time_to_target(history, [0.1, 0.01, 1e-3]).set_index(["optimizer", "threshold"])
+    ttt = fair.time_to_target(history, [0.1, 0.01, 1e-3]).set_index(["optimizer", "target"])
     first = ttt.loc[("sgd", 0.1)]
     assert (first.reached, first.epoch, first.step, first.seconds) == (True, 2, 80, 2.5)  # not the later 0.2
     later = ttt.loc[("sgd", 0.01)]
@@ -68,6 +68,15 @@ def test_time_to_target_is_the_first_epoch_below_each_threshold_or_not_reached()
     old = ttt.loc[("adam", 0.1)]
     assert old.reached and old.epoch == 1 and math.isnan(old.seconds)
     assert not ttt.loc[("adam", 0.01)].reached
+
+
+def test_time_to_an_accuracy_target_is_the_first_epoch_at_or_above_it():
+    rows = _history("sgd", 0, [0.5, 0.4, 0.3, 0.2], [1.0] * 4)
+    for row, acc in zip(rows, [0.90, 0.95, 0.949, 0.97]):
+        row["test_accuracy"] = acc
+    ttt = fair.time_to_target(pd.DataFrame(rows), [0.95, 0.97, 0.99], "test_accuracy").set_index("target")
+    assert ttt.loc[0.95, "epoch"] == 2 and ttt.loc[0.97, "epoch"] == 4  # reached at equality; a dip after counts not
+    assert ttt.loc[0.97, "seconds"] == 4.0 and not ttt.loc[0.99, "reached"]
 
 
 def _frames(eq_rows, run_rows, history_rows):
@@ -87,7 +96,7 @@ def test_speed_and_equal_loss_tables_from_fixture_runs():
                 eq_rows.append({"optimizer": opt, "seed": seed, "loss_threshold": 0.01, "lambda1": 3.0,
                                 "precond_lambda1": 1.0, "trace": 5.0})
             losses = [0.5, 0.05] if speed == 2 else [0.5, 0.3, 0.2, 0.05]
-            hist += _history(opt, seed, losses, [1.0] * len(losses))
+            hist += [dict(r, test_accuracy=0.96) for r in _history(opt, seed, losses, [1.0] * len(losses))]
     frames = _frames(eq_rows, run_rows, hist)
     assert fair.common_thresholds(frames) == [0.1]
     ratios = fair.equal_loss_ratios(frames).set_index("train loss below")
@@ -99,9 +108,12 @@ def test_speed_and_equal_loss_tables_from_fixture_runs():
     gap = fair.flatness_gap(frames).iloc[0]
     assert gap.ratio_at_threshold == pytest.approx(0.5)
     assert gap.share_left == pytest.approx(math.log(0.5) / math.log(gap.ratio_end))
-    speed = fair.speed_table(frames, [0.1, 0.01]).set_index(["train loss below", "optimizer"])
-    assert speed.loc[("0.1", "Adam"), "steps / SGD's [95 % CI]"] == "0.50 [0.50, 0.50]"
-    assert speed.loc[("0.1", "SGD"), "steps"] == "160 ± 0"
-    assert speed.loc[("0.01", "Adam"), "reached"] == "0/3"
+    speed = fair.speed_table(frames, [0.1, 0.01]).set_index(["target", "optimizer"])
+    assert speed.loc[("train loss < 0.1", "Adam"), "steps / SGD's [95 % CI]"] == "0.50 [0.50, 0.50]"
+    assert speed.loc[("train loss < 0.1", "SGD"), "steps"] == "160 ± 0"
+    assert speed.loc[("train loss < 0.01", "Adam"), "reached"] == "0/3"
+    assert speed.loc[("train loss < 0.01", "Adam"), "steps"] == "–"  # not reached is never a number
+    assert speed.loc[("test accuracy ≥ 96%", "Adam"), "epochs"] == "1.0 ± 0.0"
+    assert speed.loc[("test accuracy ≥ 97%", "SGD"), "reached"] == "0/3"
     pairs = fair.accuracy_pairs(frames)
     assert pairs.iloc[0]["supported"] == "no"  # identical accuracies: an exact zero difference

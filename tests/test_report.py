@@ -184,7 +184,7 @@ def test_fair_comparison_tables_and_figures_for_both_studies(built):
     from scipy import stats
 
     rep = built["report"]
-    for name in ("lr_sensitivity", "studies_side_by_side"):
+    for name in ("lr_sensitivity", "studies_side_by_side", "time_to_target"):
         assert (rep / "figures" / f"{name}.png").stat().st_size > 0
     for study in ("original", "tuned"):
         for name in ("accuracy_pairs", "speed", "equal_loss_ratios"):

@@ -20,7 +20,7 @@ FIGURES = ("grad_norms", "spectral_ratio_gap", "sharpness", "landscape_1d", "lan
            "confusion", "spectral_density", "hessian_batch_sensitivity")
 # drawn only when some run carries the instruments' files (runs made before them do not)
 OPTIONAL_FIGURES = ("preconditioned_sharpness", "subspace_overlap", "equal_loss", "full_data_outliers",
-                    "lr_sensitivity", "studies_side_by_side")
+                    "lr_sensitivity", "studies_side_by_side", "time_to_target")
 TUNED_DIR = "results/tuned"           # the study at the sweep's selected learning rates
 SWEEP_DIR = "results/sweeps/tuning"   # the learning-rate sweep behind it
 

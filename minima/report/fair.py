@@ -88,41 +88,56 @@ def accuracy_pairs(frames, column="test_accuracy") -> pd.DataFrame:
 
 # ---------------------------------------------------------------- speed
 
-def time_to_target(history: pd.DataFrame, thresholds) -> pd.DataFrame:
-    """Per run and threshold: the first epoch whose full-batch training loss is below it, its step, and seconds.
+ACCURACY_TARGETS = (0.95, 0.96, 0.97)  # test accuracy reached: the other half of "how soon"
 
-    Seconds are the optimizer's steps alone up to that epoch (``step_time_s``,
-    without trackers or evaluation); NaN for runs that predate that column.
-    A threshold never reached has ``reached=False`` and NaN epoch, step and seconds.
+
+def time_to_target(history: pd.DataFrame, targets, column="train_loss") -> pd.DataFrame:
+    """Per run and target: the first epoch that reaches it, its step, and the seconds of optimizer steps until then.
+
+    ``column="train_loss"`` reaches a target when the full-batch training loss
+    is below it; an accuracy column (``test_accuracy``) when it is at least the
+    target. Seconds are the optimizer's steps alone (``step_time_s``, without
+    trackers or evaluation); NaN for runs that predate that column. A target
+    never reached has ``reached=False`` and NaN epoch, step and seconds.
     """
     rows = []
     for (opt, seed), h in history.groupby(["optimizer", "seed"], sort=False):
         h = h.sort_values("epoch")
         seconds = h["step_time_s"].cumsum() if "step_time_s" in h and h["step_time_s"].notna().all() else None
-        for t in thresholds:
-            below = h[h.train_loss < t]
-            row = {"optimizer": opt, "seed": seed, "threshold": t, "reached": bool(len(below)),
+        for t in targets:
+            hit = h[h[column] < t] if column.endswith("loss") else h[h[column] >= t]
+            row = {"optimizer": opt, "seed": seed, "measure": column, "target": t, "reached": bool(len(hit)),
                    "epoch": math.nan, "step": math.nan, "seconds": math.nan}
-            if len(below):
-                first = below.index[0]
+            if len(hit):
+                first = hit.index[0]
                 row.update(epoch=int(h.loc[first, "epoch"]), step=int(h.loc[first, "step"]),
                            seconds=float(seconds.loc[first]) if seconds is not None else math.nan)
             rows.append(row)
-    return pd.DataFrame(rows, columns=["optimizer", "seed", "threshold", "reached", "epoch", "step", "seconds"])
+    return pd.DataFrame(rows, columns=["optimizer", "seed", "measure", "target", "reached", "epoch", "step",
+                                       "seconds"])
 
 
-def speed_table(frames, thresholds) -> pd.DataFrame:
-    """Per optimizer and threshold: seeds that reached it, mean steps and seconds, and the step ratio to SGD."""
-    ttt = time_to_target(only_ok(frames["history"], frames), thresholds)
+def all_times_to_target(frames, thresholds, accuracy_targets=ACCURACY_TARGETS) -> pd.DataFrame:
+    """Every non-diverged run's time to each loss threshold and each test-accuracy target (one row each)."""
+    history = only_ok(frames["history"], frames)
+    return pd.concat([time_to_target(history, thresholds, "train_loss"),
+                      time_to_target(history, accuracy_targets, "test_accuracy")], ignore_index=True)
+
+
+def speed_table(frames, thresholds, accuracy_targets=ACCURACY_TARGETS) -> pd.DataFrame:
+    """Per target and optimizer: seeds that reached it, mean ± sd epochs, steps and seconds, the step ratio to SGD."""
+    ttt = all_times_to_target(frames, thresholds, accuracy_targets)
     rows = []
-    for t in thresholds:
-        at = ttt[ttt.threshold == t]
+    for (measure, t), at in ttt.groupby(["measure", "target"], sort=False):
         base = at[(at.optimizer == BASELINE) & at.reached]
+        base_all = len(base) == int((at.optimizer == BASELINE).sum())
         for opt in optimizers_in(at):
             g = at[at.optimizer == opt]
             hit = g[g.reached]
-            r = ratio(hit.step, base.step) if opt != BASELINE and len(hit) == len(g) and len(base) else None
-            rows.append({"train loss below": f"{t:g}", "optimizer": _label(opt), "reached": f"{len(hit)}/{len(g)}",
+            r = ratio(hit.step, base.step) if opt != BASELINE and len(hit) == len(g) and len(base) and base_all \
+                else None
+            target = f"train loss < {t:g}" if measure == "train_loss" else f"test accuracy ≥ {t:.0%}"
+            rows.append({"target": target, "optimizer": _label(opt), "reached": f"{len(hit)}/{len(g)}",
                          "epochs": _mean_sd(hit.epoch, 1), "steps": _mean_sd(hit.step, 0),
                          "seconds of steps": _mean_sd(hit.seconds, 1),
                          "steps / SGD's [95 % CI]": "1" if opt == BASELINE else
@@ -207,10 +222,11 @@ def fair_tables(frames, thresholds) -> dict:
                            f"Test accuracy, difference of means over seeds ({seeds}) with a 95 % Welch interval; "
                            f"supported when the interval excludes 0."),
         "speed": (speed_table(frames, thresholds),
-                  "Time to a target: the first epoch whose full-batch training loss is below the threshold, its "
-                  "step, and the seconds spent in optimizer steps until then (no trackers, no evaluation; '–' for "
-                  "runs made before the step time was recorded). Steps / SGD's is a ratio of geometric means with "
-                  "a 95 % Welch interval on the logarithms, given when every seed reached the threshold."),
+                  "Time to a target: the first epoch whose full-batch training loss is below the threshold (or whose "
+                  "test accuracy reaches the target), its step, and the seconds spent in optimizer steps until then "
+                  "(no trackers, no evaluation; '–' for runs made before the step time was recorded), mean ± sd over "
+                  "the seeds that reached it; 'reached' counts them. Steps / SGD's is a ratio of geometric means with "
+                  "a 95 % Welch interval on the logarithms, given when every seed of both reached the target."),
         "equal_loss_ratios": (equal_loss_ratios(frames),
                               "Curvature at equal training loss, as a ratio of geometric means to SGD's with a 95 % "
                               "Welch interval on the logarithms, at every threshold that every run reached, and at "

@@ -114,6 +114,38 @@ def plot_studies_side_by_side(studies: dict, figsize=(13, 3.8), labels=None):
     return fig
 
 
+def plot_time_to_target(frames, thresholds, figsize=(11, 3.8), labels=None):
+    """Steps to each training-loss threshold and each test-accuracy target, mean ± sd over the seeds that reached it.
+
+    A filled marker: every seed reached the target; hollow: only some did (the
+    table gives how many); none: no seed did ("not reached" is never drawn as a number).
+    """
+    labels = labels or collection.LABELS
+    ttt = fair.all_times_to_target(frames, thresholds)
+    fig, axes = plt.subplots(1, 2, figsize=figsize, sharey=True)
+    opts = collection.optimizers_in(ttt)
+    for ax, measure in zip(axes, ("train_loss", "test_accuracy")):
+        m = ttt[ttt.measure == measure]
+        targets = sorted(m.target.unique(), reverse=measure == "train_loss")
+        for i, opt in enumerate(opts):
+            x = np.arange(len(targets)) + (i - (len(opts) - 1) / 2) * 0.12
+            for xi, t in zip(x, targets):
+                g = m[(m.optimizer == opt) & (m.target == t)]
+                hit = g[g.reached].step
+                if not len(hit):
+                    continue
+                full = len(hit) == len(g)
+                ax.errorbar(xi, hit.mean(), yerr=hit.std(ddof=1) if len(hit) > 1 else 0, fmt="o", color=f"C{i}",
+                            mfc=f"C{i}" if full else "white", capsize=2, ms=5,
+                            label=labels.get(opt, opt) if t == targets[0] else None)
+        ax.set_xticks(range(len(targets)), [f"< {t:g}" if measure == "train_loss" else f"≥ {t:.0%}" for t in targets])
+        ax.set(xlabel="training loss" if measure == "train_loss" else "test accuracy", yscale="log")
+    axes[0].set_ylabel("steps to reach it")
+    axes[0].legend(fontsize="small")
+    fig.tight_layout()
+    return fig
+
+
 def _t_half(values) -> float:
     from scipy import stats
 
