@@ -83,6 +83,7 @@ benchmarks: install
 	$(PY) benchmarks/bench_eigensolver.py
 	$(PY) benchmarks/bench_landscape.py
 	$(PY) benchmarks/bench_tracking.py
+	$(PY) benchmarks/bench_parallel.py
 
 edge-of-stability: install  # the instruments' validation: writes results/edge_of_stability/ and its figure (~15 min)
 	$(PY) benchmarks/edge_of_stability.py --threads 1
