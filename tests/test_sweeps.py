@@ -12,6 +12,7 @@ import pandas as pd
 import psutil
 import pytest
 import submitit
+import torch
 
 import helpers
 import params
@@ -188,6 +189,28 @@ def test_local_sweep_runs_jobs_in_parallel_and_a_relaunch_runs_nothing(tmp_path)
     again = launch.launch_sweep("par", ["sgd", "adam"], [0, 1], max_parallel=2, results_dir=tmp_path, **SMOKE)
     assert set(again.values()) == {"skipped"}
     assert [d.stat().st_mtime_ns for d in dones] == mtimes
+
+
+def test_a_train_only_sweep_run_trains_exactly_as_the_full_run(tmp_path, monkeypatch):
+    """Sweep runs skip the trackers and the final analysis; the weights and the history are the same bit for bit."""
+    from minima import runner
+
+    out = launch.launch_sweep("same", ["sgd"], [0], max_parallel=1, results_dir=tmp_path, **SMOKE)
+    assert out == {"sgd-default/seed0": "done"}
+    light = plan.sweep_dir("same", tmp_path) / "sgd-default" / "seed0"
+    assert not any((light / f).exists() for f in ("curvature.json", "spectrum.csv", "tracking.csv", "landscape.npz"))
+    monkeypatch.setenv("OMP_NUM_THREADS", str(max(1, plan.usable_cores())))  # the sweep job's thread count
+    config = runner.run_config("sgd", 0, smoke=True, data_source="embedded", results_dir=tmp_path / "full",
+                               validation_size=params.SMOKE["validation_size"])
+    assert config["tracking"]["on"] and config["final_analysis"]
+    assert runner.execute_run(config, progress=False) == "done"
+    full = helpers.run_dir_for(config)
+    assert (full / "curvature.json").exists() and (full / "spectrum.csv").exists()
+    a, b = runs.load_torch(light / "model.pt"), runs.load_torch(full / "model.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ha, hb = pd.read_csv(light / "history.csv"), pd.read_csv(full / "history.csv")
+    timing = [c for c in ha if c.endswith("_time_s")]
+    pd.testing.assert_frame_equal(ha.drop(columns=timing), hb.drop(columns=timing))
 
 
 def test_a_job_that_raises_is_reported_with_its_error_line(tmp_path):
