@@ -108,8 +108,57 @@ def hardest_digits(frames, k=3):
         print(f"hardest digits, {opt}: " + ", ".join(f"{d} ({a:.3f})" for d, a in mean.head(k).items()))
 
 
-def print_facts(results_dir="results") -> None:
-    """Print every quoted number, recomputed from the study in ``results_dir``."""
+def tracking_cost(frames):
+    """What the trackers add to the optimizer's steps: (steps + trackers) / steps − 1, from runs that time both."""
+    hist = frames["history"]
+    if "step_time_s" not in hist or hist.step_time_s.isna().all():
+        print("tracking cost: no run records step_time_s yet")
+        return
+    timed = hist.dropna(subset=["step_time_s"])
+    sums = timed.groupby(["optimizer", "seed"])[["step_time_s", "train_time_s", "epoch_time_s"]].sum()
+    added = (sums.train_time_s / sums.step_time_s - 1).groupby("optimizer").median()
+    whole = (sums.train_time_s / (sums.epoch_time_s - sums.train_time_s + sums.step_time_s) - 1)
+    _line("trackers' time / the optimizer's steps, median over timed seeds",
+          {o: added[o] for o in collection.optimizers_in(timed.reset_index())}, ".0%")
+    _line("  ... over steps plus the per-epoch evaluation", whole.groupby("optimizer").median().to_dict(), ".0%")
+
+
+def fair_comparison(frames, label):
+    """The equal-loss flatness gap: how much of the end-of-training λ1 ratio to SGD is left at each common loss."""
+    from minima.report import fair
+
+    common = fair.common_thresholds(frames)
+    if not common:
+        print(f"{label}: no equal-loss threshold reached by every run (runs without equal_loss.csv count as not)")
+        return
+    gap = fair.flatness_gap(frames)
+    for r in gap.itertuples():
+        print(f"{label}, {r.optimizer}: lambda1 / SGD's {r.ratio_end:.3g} at the end, {r.ratio_at_threshold:.3g} at "
+              f"train loss < {r.threshold:g}: {r.share_left:.0%} of the log gap left")
+
+
+def sweep_selection(sweep_dir):
+    from pathlib import Path
+
+    import pandas as pd
+
+    path = Path(sweep_dir) / "summary.csv"
+    if not path.exists():
+        print(f"sweep: {path} not found")
+        return
+    table = pd.read_csv(path)
+    for r in table[table.best.astype(bool)].itertuples():
+        grid = table[table.optimizer == r.optimizer].lr
+        print(f"sweep selection, {r.optimizer}: lr {r.lr:g}, val accuracy {r.val_accuracy_mean:.4f} "
+              f"± {r.val_accuracy_sd:.4f}, test {r.test_accuracy_mean:.4f} (grid {grid.min():g} to {grid.max():g})")
+
+
+def print_facts(results_dir="results", tuned_dir=None, sweep_dir=None) -> None:
+    """Print every quoted number, recomputed from the study in ``results_dir`` (and its tuned study and sweep)."""
+    from pathlib import Path
+
+    from minima.runs import study_runs
+
     frames = collection.collect(results_dir)
     runs = collection.ok_runs(frames)
     print(f"{len(runs)} complete runs that did not diverge")
@@ -120,4 +169,12 @@ def print_facts(results_dir="results") -> None:
     gradient_norms(frames)
     landscapes(runs)
     hardest_digits(frames)
-
+    tracking_cost(frames)
+    fair_comparison(frames, "original settings")
+    tuned_dir = Path(tuned_dir or Path(results_dir) / "tuned")
+    if tuned_dir.is_dir() and study_runs(tuned_dir)[0]:
+        tuned = collection.collect(tuned_dir)
+        print(f"tuned study: {len(collection.ok_runs(tuned))} complete runs that did not diverge")
+        accuracy(collection.ok_runs(tuned))
+        fair_comparison(tuned, "tuned learning rates")
+    sweep_selection(sweep_dir or Path(results_dir) / "sweeps" / "tuning")
