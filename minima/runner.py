@@ -16,7 +16,7 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import params
-from minima import notebooks, runs
+from minima import notebooks, optimizers, runs
 from minima.cli import parse_value
 from minima.config import make_config
 from minima.data import resolve_data_source
@@ -107,11 +107,18 @@ def cmd_run(args) -> int:
     per_optimizer = {opt: dict(overrides) for opt in args.optimizers}
     if getattr(args, "tuned", None):
         for opt, lr in tuned_learning_rates(args.tuned, args.sweeps_dir, args.optimizers).items():
-            per_optimizer[opt]["lr"] = lr
+            if lr == optimizers.get(opt).defaults.get("lr") and not overrides:
+                print(f"{opt}: the selected lr {lr:g} is the original one, so its tuned runs are the original "
+                      f"study's runs (the report takes them from there); nothing to run")
+                del per_optimizer[opt]
+            else:
+                per_optimizer[opt]["lr"] = lr
     configs = [run_config(opt, seed, smoke=args.smoke, epochs=args.epochs, batch_size=args.batch_size,
                           data_source=args.data_source, data_dir=args.data_dir, dataset=args.dataset,
                           overrides=per_optimizer[opt], results_dir=args.results_dir)
-               for opt in args.optimizers for seed in args.seeds]
+               for opt in per_optimizer for seed in args.seeds]
+    if not configs:
+        return 0
     for flag, value in (("--jobs", args.jobs), ("--threads", args.threads)):
         if value is not None and value < 1:
             raise runs.StudyError(f"{flag} must be a positive integer, got {value}")
@@ -138,18 +145,18 @@ def cmd_run(args) -> int:
     return 1 if failures else 0
 
 
-def tuned_learning_rates(sweep, results_dir, optimizers) -> dict[str, float]:
+def tuned_learning_rates(sweep, results_dir, names) -> dict[str, float]:
     """The learning rate a collected sweep selected for each optimizer; StudyError when one has none."""
     from minima.sweeps.plan import sweep_dir
     from minima.sweeps.summary import selected_learning_rates
 
     selected = selected_learning_rates(sweep_dir(sweep, results_dir))
-    missing = [opt for opt in optimizers if opt not in selected]
+    missing = [opt for opt in names if opt not in selected]
     if missing:
         raise runs.StudyError(f"sweep {sweep!r} selected no learning rate for {', '.join(missing)} "
                               f"(selected: {', '.join(f'{o} {v:g}' for o, v in selected.items()) or 'none'})")
-    print("tuned learning rates from sweep " + sweep + ": " + ", ".join(f"{o} {selected[o]:g}" for o in optimizers))
-    return {opt: selected[opt] for opt in optimizers}
+    print("tuned learning rates from sweep " + sweep + ": " + ", ".join(f"{o} {selected[o]:g}" for o in names))
+    return {opt: selected[opt] for opt in names}
 
 
 def _label(config) -> str:

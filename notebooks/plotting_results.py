@@ -213,8 +213,9 @@ if (Path(SWEEP_DIR) / "summary.csv").exists():
 else:
     print(f"note: no collected sweep in {SWEEP_DIR}; the sensitivity figure is skipped")
 studies = {"original settings": frames}
-if Path(TUNED_DIR).is_dir() and collection.study_runs(TUNED_DIR)[0]:
-    studies["tuned learning rates"] = collection.collect(TUNED_DIR)
+tuned = fair.tuned_study_beside(frames, TUNED_DIR, SWEEP_DIR)  # where the selection is the original lr: its runs
+if tuned is not None:
+    studies["tuned learning rates"] = tuned
 else:
     print(f"note: no complete run in {TUNED_DIR}; the tuned study is not drawn")
 fig = fair_figures.plot_studies_side_by_side(studies, figsize=FIGSIZE_WIDE, labels=LABELS)

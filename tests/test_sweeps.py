@@ -424,3 +424,9 @@ def test_run_tuned_takes_each_optimizers_selected_learning_rate(tmp_path):
     assert runner.tuned_learning_rates("pick", tmp_path, ["sgd", "adam"]) == {"sgd": 0.1, "adam": 0.001}
     with pytest.raises(runs.StudyError, match="selected no learning rate for adagrad"):
         runner.tuned_learning_rates("pick", tmp_path, ["sgd", "adagrad"])
+    from minima.__main__ import main
+
+    # adam's selection is its original lr: its tuned runs would repeat the original study's, so none is started
+    assert main(["run", "--tuned", "pick", "--sweeps-dir", str(tmp_path), "--optimizers", "adam", "--smoke",
+                 "--results-dir", str(tmp_path / "tuned")]) == 0
+    assert not (tmp_path / "tuned").exists()

@@ -13,7 +13,8 @@ import time
 from minima.notebooks import KERNEL_OPTIONS
 from minima.report.collection import _fail, collect, optimizers_in, seed_count
 from minima.report.tables import write_tables
-from minima.runs import REPO_ROOT, study_runs
+from minima.report.fair import tuned_study_beside
+from minima.runs import REPO_ROOT
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "plotting_results.ipynb"
 FIGURES = ("grad_norms", "spectral_ratio_gap", "sharpness", "landscape_1d", "landscape_2d", "landscape_3d",
@@ -77,8 +78,9 @@ def build(results_dir="results", report_dir="report", parameters=None, log_outpu
     tables = write_tables(frames, report_dir / "tables")
     tuned_dir, sweep_dir = (REPO_ROOT / tuned_dir).resolve(), (REPO_ROOT / sweep_dir).resolve()
     studies = {"original": frames}
-    if tuned_dir.is_dir() and study_runs(tuned_dir)[0]:
-        studies["tuned"] = collect(tuned_dir)
+    tuned = tuned_study_beside(frames, tuned_dir, sweep_dir)
+    if tuned is not None:
+        studies["tuned"] = tuned
     else:
         print(f"note: no complete run in {tuned_dir}; the fair comparison reports the original settings only")
     tables += write_fair_tables(studies, report_dir / "tables")

@@ -13,15 +13,53 @@ this module reads run folders only through them.
 """
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-from minima.report.collection import LABELS, ok_runs, only_ok, optimizers_in
+from minima.report.collection import LABELS, collect, ok_runs, only_ok, optimizer_sort_key, optimizers_in
 
 LEVEL = 0.95
 BASELINE = "sgd"   # curvature and speed ratios are to SGD's
+
+
+# ---------------------------------------------------------------- the tuned study
+
+def tuned_study(tuned_dir, original: dict, selected: dict[str, float], defaults: dict[str, float]) -> dict | None:
+    """The frames of the study at the selected learning rates, or None when it has no run yet.
+
+    An optimizer whose selected learning rate is its original one has no runs
+    of its own in ``tuned_dir`` (``run --tuned`` skips it: they would repeat the
+    original study's runs bit for bit); its rows come from ``original``. The
+    others come from ``tuned_dir``. ``selected``: the sweep's choice per optimizer.
+    """
+    from minima.runs import study_runs
+
+    same = {opt for opt, lr in selected.items() if lr == defaults.get(opt)}
+    parts = []
+    if Path(tuned_dir).is_dir() and study_runs(tuned_dir)[0]:
+        own = collect(tuned_dir)
+        parts.append({k: v[~v.optimizer.isin(same)] if "optimizer" in v else v for k, v in own.items()})
+    if not parts:
+        return None
+    parts.append({k: v[v.optimizer.isin(same)] if "optimizer" in v else v.iloc[0:0] for k, v in original.items()})
+    merged = {k: pd.concat([p[k] for p in parts], ignore_index=True) for k in parts[0]}
+    runs = merged["runs"]
+    order = sorted(range(len(runs)), key=lambda i: (optimizer_sort_key(runs.optimizer[i]), runs.seed[i]))
+    merged["runs"] = runs.iloc[order].reset_index(drop=True)
+    return merged
+
+
+def tuned_study_beside(original: dict, tuned_dir, sweep_dir) -> dict | None:
+    """``tuned_study`` with the selection read from the collected sweep (none collected: ``tuned_dir`` alone)."""
+    from minima import optimizers
+    from minima.sweeps.summary import selected_learning_rates
+
+    selected = selected_learning_rates(sweep_dir) if (Path(sweep_dir) / "summary.csv").exists() else {}
+    defaults = {o: optimizers.get(o).defaults.get("lr") for o in selected if o in optimizers.names(everything=True)}
+    return tuned_study(tuned_dir, original, selected, defaults)
 
 
 # ---------------------------------------------------------------- intervals
