@@ -64,8 +64,7 @@ sweep-smoke: install
 	    --results-dir $(SMOKE_DIR)
 
 report: install
-	MPLBACKEND=Agg $(PY) -m minima report --results $(RESULTS) --report-dir $(REPORT) --tuned $(RESULTS)/tuned \
-	    --sweep $(RESULTS)/sweeps/tuning
+	MPLBACKEND=Agg $(PY) -m minima report --results $(RESULTS) --report-dir $(REPORT)
 
 facts: install  # the numbers report/report.md and the README quote in prose, recomputed from results/
 	$(PY) -m minima facts --results $(RESULTS)

@@ -86,10 +86,9 @@ def parser() -> argparse.ArgumentParser:
     rep = sub.add_parser("report", help="figures and tables from a study folder")
     rep.add_argument("--results", default=DEFAULT_RESULTS, help="the study to report (default: results/)")
     rep.add_argument("--report-dir", default="report", help="where figures and tables go (default: report/)")
-    rep.add_argument("--tuned", default="results/tuned",
-                     help="the study at the sweep's selected learning rates, beside --results (default: results/tuned)")
-    rep.add_argument("--sweep", default="results/sweeps/tuning",
-                     help="the collected learning-rate sweep (default: results/sweeps/tuning)")
+    rep.add_argument("--tuned", help="the study at the sweep's selected learning rates, beside --results "
+                                      "(default: <results>/tuned)")
+    rep.add_argument("--sweep", help="the collected learning-rate sweep (default: <results>/sweeps/tuning)")
     rep.set_defaults(func=cmd_report)
     facts = sub.add_parser("facts", help="every number the report's and README's prose quote, recomputed")
     facts.add_argument("--results", default=DEFAULT_RESULTS)

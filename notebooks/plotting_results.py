@@ -202,16 +202,15 @@ written += figures.save_figure(fig, "full_data_outliers", REPORT_DIR, FIG_FORMAT
 # there is one). Either study part is skipped, with a note, when its folder is absent.
 
 # %%
-from pathlib import Path
 
 import params
 from minima.report import fair, fair_figures
 
-if (Path(SWEEP_DIR) / "summary.csv").exists():
+if fair_figures.has_sweep(SWEEP_DIR):
     fig = fair_figures.plot_lr_sensitivity(fair_figures.sweep_frames(SWEEP_DIR), figsize=FIGSIZE_GRID, labels=LABELS)
     written += figures.save_figure(fig, "lr_sensitivity", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
 else:
-    print(f"note: no collected sweep in {SWEEP_DIR}; the sensitivity figure is skipped")
+    print(f"note: no collected sweep in {SWEEP_DIR} (python -m minima sweep collect); the sensitivity figure is skipped")
 studies = {"original settings": frames}
 tuned = fair.tuned_study_beside(frames, TUNED_DIR, SWEEP_DIR)  # where the selection is the original lr: its runs
 if tuned is not None:

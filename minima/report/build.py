@@ -22,8 +22,8 @@ FIGURES = ("grad_norms", "spectral_ratio_gap", "sharpness", "landscape_1d", "lan
 # drawn only when some run carries the instruments' files (runs made before them do not)
 OPTIONAL_FIGURES = ("preconditioned_sharpness", "subspace_overlap", "equal_loss", "full_data_outliers",
                     "lr_sensitivity", "studies_side_by_side", "time_to_target")
-TUNED_DIR = "results/tuned"           # the study at the sweep's selected learning rates
-SWEEP_DIR = "results/sweeps/tuning"   # the learning-rate sweep behind it
+TUNED = "tuned"                 # <results>/tuned: the study at the sweep's selected learning rates
+SWEEP = "sweeps/tuning"         # <results>/sweeps/tuning: the learning-rate sweep behind it
 
 
 @contextlib.contextmanager
@@ -60,8 +60,8 @@ def write_fair_tables(studies: dict, tables_dir) -> list:
     return written
 
 
-def build(results_dir="results", report_dir="report", parameters=None, log_output=False, tuned_dir=TUNED_DIR,
-          sweep_dir=SWEEP_DIR) -> dict:
+def build(results_dir="results", report_dir="report", parameters=None, log_output=False, tuned_dir=None,
+          sweep_dir=None) -> dict:
     """Collect the runs, write the tables, execute the plotting notebook; returns what was written.
 
     Relative paths are taken from the repository root, as in params.py.
@@ -76,7 +76,8 @@ def build(results_dir="results", report_dir="report", parameters=None, log_outpu
     print(f"{len(runs)} complete runs ({int((runs.status == 'diverged').sum())} diverged) "
           f"from {results_dir}: " + ", ".join(f"{o} {seed_count(runs, o)}" for o in optimizers_in(runs)))
     tables = write_tables(frames, report_dir / "tables")
-    tuned_dir, sweep_dir = (REPO_ROOT / tuned_dir).resolve(), (REPO_ROOT / sweep_dir).resolve()
+    tuned_dir = (REPO_ROOT / tuned_dir).resolve() if tuned_dir else results_dir / TUNED
+    sweep_dir = (REPO_ROOT / sweep_dir).resolve() if sweep_dir else results_dir / SWEEP
     studies = {"original": frames}
     tuned = tuned_study_beside(frames, tuned_dir, sweep_dir)
     if tuned is not None:

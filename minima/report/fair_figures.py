@@ -17,6 +17,11 @@ from minima.report import collection, fair
 from minima.runs import StudyError
 
 
+def has_sweep(sweep_dir) -> bool:
+    """Whether ``sweep_dir`` holds a collected sweep (``summary.csv`` and ``runs.csv``)."""
+    return all((Path(sweep_dir) / f"{name}.csv").exists() for name in ("runs", "summary"))
+
+
 def sweep_frames(sweep_dir) -> dict:
     """{"runs", "summary"} of a collected sweep; StudyError when it has not been collected."""
     root = Path(sweep_dir)
