@@ -117,7 +117,8 @@ def tracking_cost(frames):
     timed = hist.dropna(subset=["step_time_s"])
     sums = timed.groupby(["optimizer", "seed"])[["step_time_s", "train_time_s", "epoch_time_s"]].sum()
     added = (sums.train_time_s / sums.step_time_s - 1).groupby("optimizer").median()
-    whole = (sums.train_time_s / (sums.epoch_time_s - sums.train_time_s + sums.step_time_s) - 1)
+    trackers = sums.train_time_s - sums.step_time_s
+    whole = trackers / (sums.epoch_time_s - trackers)  # against the run without them: steps and evaluation
     _line("trackers' time / the optimizer's steps, median over timed seeds",
           {o: added[o] for o in collection.optimizers_in(timed.reset_index())}, ".0%")
     _line("  ... over steps plus the per-epoch evaluation", whole.groupby("optimizer").median().to_dict(), ".0%")
