@@ -177,7 +177,8 @@ def speed_table(frames, thresholds, accuracy_targets=ACCURACY_TARGETS) -> pd.Dat
             target = f"train loss < {t:g}" if measure == "train_loss" else f"test accuracy ≥ {t:.0%}"
             rows.append({"target": target, "optimizer": _label(opt), "reached": f"{len(hit)}/{len(g)}",
                          "epochs": _mean_sd(hit.epoch, 1), "steps": _mean_sd(hit.step, 0),
-                         "seconds of steps": _mean_sd(hit.seconds, 1),
+                         "seconds of steps": _mean_sd(hit.seconds, 1)
+                         + (f" (n={hit.seconds.notna().sum()})" if 0 < hit.seconds.notna().sum() < len(hit) else ""),
                          "steps / SGD's [95 % CI]": "1" if opt == BASELINE else
                          (interval_text(r["ratio"], r["low"], r["high"], ".2f") if r else "–"),
                          "supported": supported(r["low"], r["high"], 1.0) if r else "–"})
@@ -262,7 +263,8 @@ def fair_tables(frames, thresholds) -> dict:
         "speed": (speed_table(frames, thresholds),
                   "Time to a target: the first epoch whose full-batch training loss is below the threshold (or whose "
                   "test accuracy reaches the target), its step, and the seconds spent in optimizer steps until then "
-                  "(no trackers, no evaluation; '–' for runs made before the step time was recorded), mean ± sd over "
+                  "(no trackers, no evaluation, as measured with the study's runs sharing the cores; n when some runs predate "
+                  "the step time's record, '–' when all do), mean ± sd over "
                   "the seeds that reached it; 'reached' counts them. Steps / SGD's is a ratio of geometric means with "
                   "a 95 % Welch interval on the logarithms, given when every seed of both reached the target."),
         "equal_loss_ratios": (equal_loss_ratios(frames),

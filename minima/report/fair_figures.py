@@ -90,8 +90,8 @@ def plot_lr_sensitivity(sweep, figsize=(13, 6.5), labels=None, ylim=(0.9, 1.0)):
 def plot_studies_side_by_side(studies: dict, figsize=(13, 3.8), labels=None):
     """Test accuracy, steps to the largest common loss threshold, and final λ1, per optimizer, one marker per study.
 
-    ``studies``: {name: frames}. Bars are 95 % intervals of the mean over
-    seeds (t interval), so they read as the Welch comparisons in the tables do.
+    ``studies``: {name: frames}. Bars are 95 % t intervals of the mean over
+    seeds (for λ1, of the geometric mean, on its log axis), as in the tables' comparisons.
     """
     labels = labels or collection.LABELS
     fig, axes = plt.subplots(1, 3, figsize=figsize)
@@ -103,13 +103,13 @@ def plot_studies_side_by_side(studies: dict, figsize=(13, 3.8), labels=None):
     for j, (name, frames) in enumerate(studies.items()):
         runs = collection.ok_runs(frames)
         ttt = fair.time_to_target(collection.only_ok(frames["history"], frames), [target])
-        for ax, values in zip(axes, ({o: runs[runs.optimizer == o].test_accuracy for o in opts},
-                                     {o: ttt[(ttt.optimizer == o) & ttt.reached].step for o in opts},
-                                     {o: runs[runs.optimizer == o].lambda1 for o in opts})):
+        for ax, values, log in zip(axes, ({o: runs[runs.optimizer == o].test_accuracy for o in opts},
+                                          {o: ttt[(ttt.optimizer == o) & ttt.reached].step for o in opts},
+                                          {o: runs[runs.optimizer == o].lambda1 for o in opts}), (False, False, True)):
             x = np.arange(len(opts)) + (j - (len(studies) - 1) / 2) * width
-            mean = [values[o].mean() for o in opts]
-            half = [_t_half(values[o]) for o in opts]
-            ax.errorbar(x, mean, yerr=half, fmt="o", color=f"C{j}", capsize=3, ms=5, label=name)
+            centre, low, high = np.array([_t_interval(values[o], log) for o in opts]).T
+            ax.errorbar(x, centre, yerr=[centre - low, high - centre], fmt="o", color=f"C{j}", capsize=3, ms=5,
+                        label=name)
     for ax, what in zip(axes, ("test accuracy", f"steps to training loss < {target:g}", r"final $\lambda_1$")):
         ax.set_xticks(range(len(opts)), [labels.get(o, o) for o in opts], rotation=20)
         ax.set_ylabel(what)
@@ -151,10 +151,15 @@ def plot_time_to_target(frames, thresholds, figsize=(11, 3.8), labels=None):
     return fig
 
 
-def _t_half(values) -> float:
+def _t_interval(values, log=False) -> tuple[float, float, float]:
+    """(mean, low, high): the 95 % t interval of the mean; with ``log``, of the mean log (a geometric mean)."""
     from scipy import stats
 
     v = pd.Series(values, dtype=float).dropna()
-    if len(v) < 2:
-        return 0.0
-    return float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v)))
+    if log:
+        v = np.log(v[v > 0])
+    if not len(v):
+        return math.nan, math.nan, math.nan
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
+    out = (v.mean(), v.mean() - half, v.mean() + half)
+    return tuple(math.exp(x) for x in out) if log else out
