@@ -15,6 +15,7 @@ unencrypted TCP port to warn about.
 """
 
 import os
+import subprocess
 import tempfile
 import uuid
 from pathlib import Path
@@ -51,10 +52,25 @@ class IPCKernelManager(KernelManager):
 KERNEL_OPTIONS = {"kernel_manager_class": IPCKernelManager}
 
 
-def stamp(name) -> str:
-    """The template's text for one registered optimizer."""
+def _shown(path: Path) -> str:
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+
+
+def committed_template() -> str | None:
+    """The template as git's HEAD holds it (None outside a git checkout): the stamps the notebooks were made from."""
+    rel = TEMPLATE.relative_to(REPO_ROOT).as_posix()
+    try:
+        out = subprocess.run(["git", "-C", str(REPO_ROOT), "show", f"HEAD:{rel}"], capture_output=True, text=True,
+                             timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout if out.returncode == 0 else None
+
+
+def stamp(name, template=None) -> str:
+    """The template's text (``template``, default the template file) for one registered optimizer."""
     entry = optimizers.get(name)
-    text = TEMPLATE.read_text()
+    text = TEMPLATE.read_text() if template is None else template
     for key, value in (("<<NAME>>", entry.name), ("<<LABEL>>", entry.label), ("<<ABOUT>>", entry.description),
                        ("<<PARAMS>>", entry.name.upper())):
         text = text.replace(key, value)
@@ -82,15 +98,17 @@ def optimizer_notebook(name, run_dir) -> Path:
 
 def write_notebooks(names=None, force=False) -> list[str]:
     """Stamp every registered optimizer's notebook pair; returns the names left alone because they were edited."""
-    edited = []
+    edited, before = [], committed_template()
     for name in names or optimizers.names():
         py_path, text = NOTEBOOKS / f"{name}.py", stamp(name)
-        if py_path.exists() and py_path.read_text() != text and not force:
+        # unedited: the stamp of the template now, or of the committed one (the template was edited since)
+        stamps = {text} | ({stamp(name, before)} if before is not None else set())
+        if py_path.exists() and py_path.read_text() not in stamps and not force:
             edited.append(name)
             continue
         _write_pair(text, py_path)
         print("wrote", py_path, "and", py_path.with_suffix(".ipynb"))
     for name in edited:
-        print(f"left alone: notebooks/{name}.py differs from its stamp of {TEMPLATE.relative_to(REPO_ROOT)}; "
+        print(f"left alone: notebooks/{name}.py differs from its stamp of {_shown(TEMPLATE)}; "
               f"move the edit into the template (or pass --force to overwrite it)")
     return edited

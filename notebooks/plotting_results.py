@@ -210,7 +210,7 @@ if fair_figures.has_sweep(SWEEP_DIR):
     fig = fair_figures.plot_lr_sensitivity(fair_figures.sweep_frames(SWEEP_DIR), figsize=FIGSIZE_GRID, labels=LABELS)
     written += figures.save_figure(fig, "lr_sensitivity", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
 else:
-    print(f"note: no collected sweep in {SWEEP_DIR} (python -m minima sweep collect); the sensitivity figure is skipped")
+    print(f"note: no collected sweep in {SWEEP_DIR} (python -m minima sweep collect); its figure is skipped")
 studies = {"original settings": frames}
 tuned = fair.tuned_study_beside(frames, TUNED_DIR, SWEEP_DIR)  # where the selection is the original lr: its runs
 if tuned is not None:

@@ -63,6 +63,23 @@ def test_stamping_leaves_an_edited_notebook_alone(tmp_path, monkeypatch, capsys)
     assert jupytext.read(tmp_path / "adam.ipynb").cells[1].source.startswith("# Parameters")
 
 
+def test_a_template_edit_restamps_the_notebooks_made_from_the_old_template(tmp_path, monkeypatch):
+    """Unedited notebooks are stamps of the committed template: editing the template must not make them 'edited'."""
+    old_template = notebooks.TEMPLATE.read_text()
+    template = tmp_path / "templates" / "optimizer.py"
+    template.parent.mkdir()
+    template.write_text(old_template)
+    monkeypatch.setattr(notebooks, "NOTEBOOKS", tmp_path)
+    monkeypatch.setattr(notebooks, "TEMPLATE", template)
+    monkeypatch.setattr(notebooks, "committed_template", lambda: old_template)
+    assert notebooks.write_notebooks(["sgd", "adam"]) == []
+    edited = tmp_path / "adam.py"
+    edited.write_text(edited.read_text() + "\n# %%\nprint('my edit')\n")
+    template.write_text(old_template + "\n# %%\nprint('a new cell')\n")  # the template edited, not yet committed
+    assert notebooks.write_notebooks(["sgd", "adam"]) == ["adam"]  # the hand edit is still refused
+    assert "a new cell" in (tmp_path / "sgd.py").read_text()       # the unedited stamp follows the template
+
+
 def test_ruff_is_clean():
     ruff = Path(sys.executable).with_name("ruff")
     out = subprocess.run([str(ruff), "check", str(ROOT)], capture_output=True, text=True, cwd=ROOT)
