@@ -158,8 +158,6 @@ def print_facts(results_dir="results", tuned_dir=None, sweep_dir=None) -> None:
     """Print every quoted number, recomputed from the study in ``results_dir`` (and its tuned study and sweep)."""
     from pathlib import Path
 
-    from minima.runs import study_runs
-
     frames = collection.collect(results_dir)
     runs = collection.ok_runs(frames)
     print(f"{len(runs)} complete runs that did not diverge")
@@ -172,10 +170,12 @@ def print_facts(results_dir="results", tuned_dir=None, sweep_dir=None) -> None:
     hardest_digits(frames)
     tracking_cost(frames)
     fair_comparison(frames, "original settings")
-    tuned_dir = Path(tuned_dir or Path(results_dir) / "tuned")
-    if tuned_dir.is_dir() and study_runs(tuned_dir)[0]:
-        tuned = collection.collect(tuned_dir)
+    from minima.report.fair import tuned_study_beside
+
+    sweep_dir = sweep_dir or Path(results_dir) / "sweeps" / "tuning"
+    tuned = tuned_study_beside(frames, tuned_dir or Path(results_dir) / "tuned", sweep_dir)
+    if tuned is not None:  # the optimizers whose selection is the original lr: the original study's runs
         print(f"tuned study: {len(collection.ok_runs(tuned))} complete runs that did not diverge")
         accuracy(collection.ok_runs(tuned))
         fair_comparison(tuned, "tuned learning rates")
-    sweep_selection(sweep_dir or Path(results_dir) / "sweeps" / "tuning")
+    sweep_selection(sweep_dir)
