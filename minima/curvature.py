@@ -138,6 +138,11 @@ def _engine(model, criterion, inputs, targets, batch_size, float64=False, scale=
     return H, hvp, str(H.params[0].dtype).removeprefix("torch.")
 
 
+def vectors_to_cpu(vectors):
+    """Eigenvectors (lists of per-parameter tensors) detached onto the CPU, for a checkpoint; None stays None."""
+    return None if vectors is None else [[t.detach().cpu() for t in v] for v in vectors]
+
+
 def _flat(vector, device):
     return torch.cat([t.detach().reshape(-1).to(device, torch.float64) for t in vector])
 

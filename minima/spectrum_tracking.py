@@ -10,7 +10,7 @@ lift out together.
 
 import math
 
-from .curvature import _check_precision, top_eigenpairs
+from .curvature import _check_precision, top_eigenpairs, vectors_to_cpu
 
 
 class SpectrumTracker:
@@ -51,10 +51,8 @@ class SpectrumTracker:
                                        **cost))
 
     def state_dict(self) -> dict:
-        def cpu(vectors):
-            return None if vectors is None else [[t.detach().cpu() for t in v] for v in vectors]
         return dict(spectrum=[dict(d) for d in self.spectrum], sharpness=[dict(d) for d in self.sharpness],
-                    top2=cpu(self._top2), top1=cpu(self._top1))
+                    top2=vectors_to_cpu(self._top2), top1=vectors_to_cpu(self._top1))
 
     def load_state_dict(self, state) -> None:
         self.spectrum = [dict(d) for d in state["spectrum"]]

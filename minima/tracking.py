@@ -107,10 +107,8 @@ class Instruments:
     # ------------------------------------------------------------------ resume
 
     def state_dict(self) -> dict:
-        def cpu(vectors):
-            return None if vectors is None else [[t.detach().cpu() for t in v] for v in vectors]
         return dict(rows=[dict(r) for r in self.rows], equal_loss=[dict(r) for r in self.equal_loss],
-                    top=cpu(self._top), pre=cpu(self._pre))
+                    top=curvature.vectors_to_cpu(self._top), pre=curvature.vectors_to_cpu(self._pre))
 
     def load_state_dict(self, state) -> None:
         self.rows = [dict(r) for r in state["rows"]]

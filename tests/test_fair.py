@@ -112,7 +112,7 @@ def test_speed_and_equal_loss_tables_from_fixture_runs():
     assert speed.loc[("train loss < 0.1", "Adam"), "steps / SGD's [95 % CI]"] == "0.50 [0.50, 0.50]"
     assert speed.loc[("train loss < 0.1", "SGD"), "steps"] == "160 ± 0"
     assert speed.loc[("train loss < 0.01", "Adam"), "reached"] == "0/3"
-    assert speed.loc[("train loss < 0.01", "Adam"), "steps"] == "–"  # not reached is never a number
+    assert speed.loc[("train loss < 0.01", "Adam"), "steps"] == "—"  # not reached is never a number
     assert speed.loc[("test accuracy ≥ 96%", "Adam"), "epochs"] == "1.0 ± 0.0"
     assert speed.loc[("test accuracy ≥ 97%", "SGD"), "reached"] == "0/3"
     pairs = fair.accuracy_pairs(frames)

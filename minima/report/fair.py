@@ -20,6 +20,7 @@ import pandas as pd
 from scipy import stats
 
 from minima.report.collection import LABELS, collect, ok_runs, only_ok, optimizer_sort_key, optimizers_in
+from minima.report.tables import mean_sd
 
 LEVEL = 0.95
 BASELINE = "sgd"   # curvature and speed ratios are to SGD's
@@ -176,20 +177,13 @@ def speed_table(frames, thresholds, accuracy_targets=ACCURACY_TARGETS) -> pd.Dat
                 else None
             target = f"train loss < {t:g}" if measure == "train_loss" else f"test accuracy ≥ {t:.0%}"
             rows.append({"target": target, "optimizer": _label(opt), "reached": f"{len(hit)}/{len(g)}",
-                         "epochs": _mean_sd(hit.epoch, 1), "steps": _mean_sd(hit.step, 0),
-                         "seconds of steps": _mean_sd(hit.seconds, 1)
+                         "epochs": mean_sd(hit.epoch, 1), "steps": mean_sd(hit.step, 0),
+                         "seconds of steps": mean_sd(hit.seconds, 1)
                          + (f" (n={hit.seconds.notna().sum()})" if 0 < hit.seconds.notna().sum() < len(hit) else ""),
                          "steps / SGD's [95 % CI]": "1" if opt == BASELINE else
                          (interval_text(r["ratio"], r["low"], r["high"], ".2f") if r else "–"),
                          "supported": supported(r["low"], r["high"], 1.0) if r else "–"})
     return pd.DataFrame(rows)
-
-
-def _mean_sd(values, decimals) -> str:
-    v = pd.Series(values, dtype=float).dropna()
-    if not len(v):
-        return "–"
-    return f"{v.mean():.{decimals}f}" if len(v) < 2 else f"{v.mean():.{decimals}f} ± {v.std():.{decimals}f}"
 
 
 # ---------------------------------------------------------------- curvature at equal loss
@@ -237,13 +231,13 @@ def flatness_gap(frames, column="lambda1") -> pd.DataFrame:
     ``left`` is log(ratio at the threshold) / log(ratio at the end): 1 when the
     gap at equal loss is as large as at the end, 0 when it vanishes.
     """
-    eq, runs = only_ok(frames["equal_loss"], frames), ok_runs(frames)
+    eq, runs, common = only_ok(frames["equal_loss"], frames), ok_runs(frames), common_thresholds(frames)
     rows = []
     for opt in optimizers_in(runs):
         if opt == BASELINE:
             continue
         end = ratio(runs[runs.optimizer == opt][column], runs[runs.optimizer == BASELINE][column])["ratio"]
-        for t in common_thresholds(frames):
+        for t in common:
             g = eq[np.isclose(eq.loss_threshold, t)]
             at = ratio(g[g.optimizer == opt][column], g[g.optimizer == BASELINE][column])["ratio"]
             left = math.log(at) / math.log(end) if end > 0 and at > 0 and abs(math.log(end)) > 1e-12 else math.nan
@@ -264,7 +258,7 @@ def fair_tables(frames, thresholds) -> dict:
                   "Time to a target: the first epoch whose full-batch training loss is below the threshold (or whose "
                   "test accuracy reaches the target), its step, and the seconds spent in optimizer steps until then "
                   "(no trackers, no evaluation, as measured with the study's runs sharing the cores; n when some runs predate "
-                  "the step time's record, '–' when all do), mean ± sd over "
+                  "the step time's record, '—' when all do), mean ± sd over "
                   "the seeds that reached it; 'reached' counts them. Steps / SGD's is a ratio of geometric means with "
                   "a 95 % Welch interval on the logarithms, given when every seed of both reached the target."),
         "equal_loss_ratios": (equal_loss_ratios(frames),

@@ -44,8 +44,7 @@ def select(table: pd.DataFrame) -> pd.Series:
     eligible = table[(table.diverged == 0) & (table.done == table.runs) & table.val_accuracy_mean.notna()]
     for _, g in eligible.groupby("optimizer", sort=False):
         top = g[g.val_accuracy_mean >= g.val_accuracy_mean.max() - TIE]
-        loss = top.val_loss_mean.fillna(math.inf)
-        chosen[loss.idxmin() if len(top) > 1 else top.index[0]] = True
+        chosen[top.val_loss_mean.fillna(math.inf).idxmin()] = True
     return chosen
 
 
