@@ -83,6 +83,18 @@ SAM = dict(lr=0.1, rho=0.05)  # around SGD at the original's lr; rho as in Foret
 # The eigenvectors are recomputed every refresh_every steps (k = 10: ~50-65 float64 HVPs, ~2.5 s of one CPU core),
 # from start_step on: 40 = one epoch of the embedded 4,000 digits at batch 100.
 PROJECTED = dict(base="sgd", lr=0.1, lam=0.0, k=10, refresh_every=10, start_step=40)
+# The projected-update experiment (minima/projected_study.py, `make projected`): every lam, 3 seeds, two regimes.
+# early: switched on after one epoch and kept PROJECTED_EARLY_EPOCHS - 1 epochs (Song, Ahn and Yun's test);
+# final: switched on for the last PROJECTED_FINAL_SHARE of the EPOCHS (the original's proposal), every instrument on;
+# check: lam = 0.5 from step 0 against SGD at lr/2, which it must equal weight for weight;
+# refresh: how the early regime's result depends on refresh_every, for the extreme lams and one seed.
+PROJECTED_LAMS = (0.0, 0.25, 0.5, 0.75, 1.0)
+PROJECTED_SEEDS = (0, 1, 2)
+PROJECTED_EARLY_EPOCHS = 21
+PROJECTED_FINAL_SHARE = 0.1
+PROJECTED_REFRESH_GRID = (1, 10, 50)
+PROJECTED_REFRESH_LAMS = (0.0, 1.0)
+PROJECTED_REFRESH_SEEDS = (0,)
 
 # Sweep grid: 5 log-spaced learning rates, a factor 10 either side of each original value.
 LR_GRID_FACTORS = (0.1, 0.316, 1.0, 3.16, 10.0)

@@ -7,6 +7,7 @@
     python -m minima facts [--results results]
     python -m minima compare runs results [--optimizers sgd] [--seeds 0]
     python -m minima sweep launch | status | collect --name NAME ...
+    python -m minima projected [--groups check early final refresh] [--results-dir runs]
     python -m minima notebooks [--force]
 
 New runs go to ``runs/`` (git-ignored); ``results/`` is the committed study,
@@ -102,6 +103,8 @@ def parser() -> argparse.ArgumentParser:
     nbs = sub.add_parser("notebooks", help="stamp every registered optimizer's notebook from the template")
     nbs.add_argument("--force", action="store_true", help="overwrite notebooks that were edited by hand")
     nbs.set_defaults(func=cmd_notebooks)
+    from minima.projected_study import add_parser as add_projected
+    add_projected(sub, DEFAULT_RUNS)
     sub.add_parser("sweep", help="optimizer x setting x seed sweeps (python -m minima sweep --help)", add_help=False)
     return p
 

@@ -14,7 +14,7 @@ import torch
 import params
 from minima import optimizers
 from minima.data import check_dataset
-from minima.runs import REPO_ROOT, StudyError, check_sweep_name
+from minima.runs import REPO_ROOT, StudyError, check_experiment_name, check_sweep_name
 
 
 def _is_int(value) -> bool:
@@ -30,7 +30,7 @@ def _check_positive(name, value, kind=float):
 
 def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, data_source=None,
                 smoke=False, overrides=None, validation_size=0, results_dir=None, data_dir=None, sweep=None,
-                tracking=None, final_analysis=None, dataset=None):
+                tracking=None, final_analysis=None, dataset=None, experiment=None):
     """Everything one run needs, validated, as a JSON-able dict.
 
     ``None`` means "the value in params.py"; ``dataset`` is ``mnist`` or
@@ -40,7 +40,9 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
     ``smoke`` shrinks the run to seconds; ``tracking=False`` switches the
     instruments off (sweeps), which trains to the same weights;
     ``final_analysis=False`` skips the final weights' Hessian analysis and
-    landscapes (sweeps): the run is then training, history and weights only.
+    landscapes (sweeps): the run is then training, history and weights only;
+    ``experiment`` (e.g. ``projected/early``) puts the run in
+    ``<results>/<experiment>/<optimizer>-<setting>/seed<k>/`` (``runs.run_dir_for``).
     """
     optimizers.get(optimizer)
     if not _is_int(seed):
@@ -60,6 +62,11 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
         raise StudyError(f"validation size must be a non-negative integer, got {validation_size!r}")
     if sweep is not None:
         check_sweep_name(sweep)
+    if experiment is not None:
+        check_experiment_name(experiment)
+        if sweep is not None:
+            raise StudyError(f"a run is in a sweep or in an experiment, not both (sweep {sweep!r}, "
+                             f"experiment {experiment!r})")
     get = lambda key, default: smoke_cfg.get(key, default)  # noqa: E731
     config = {
         "optimizer": optimizer,
@@ -105,6 +112,7 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
         "final_analysis": bool(params.FINAL_ANALYSIS if final_analysis is None else final_analysis),
         "results_dir": str(results_dir or REPO_ROOT / params.RUNS_DIR),
         "sweep": sweep,
+        "experiment": experiment,
     }
     if smoke_cfg.get("pyhessian_max_hvps"):  # smoke runs cap PyHessian's iterations; full runs keep its own cap
         config["hessian"]["pyhessian_max_hvps"] = smoke_cfg["pyhessian_max_hvps"]

@@ -31,12 +31,12 @@ TORCH_THREADS = 1
 
 def run_config(optimizer, seed, *, smoke=False, epochs=None, batch_size=None, data_source=None, data_dir=None,
                overrides=None, sweep=None, validation_size=0, results_dir=None, dataset=None, tracking=None,
-               final_analysis=None):
+               final_analysis=None, experiment=None):
     """The validated config of one run (raises StudyError on bad input)."""
     return make_config(optimizer, seed, epochs=epochs, batch_size=batch_size, data_source=data_source, smoke=smoke,
                        overrides=overrides, sweep=sweep, validation_size=validation_size, data_dir=data_dir,
                        results_dir=str(Path(results_dir or runs.REPO_ROOT / params.RUNS_DIR).resolve()),
-                       dataset=dataset, tracking=tracking, final_analysis=final_analysis)
+                       dataset=dataset, tracking=tracking, final_analysis=final_analysis, experiment=experiment)
 
 
 def execute_run(config, *, force=False, progress=True, log_output=False) -> str:
@@ -62,6 +62,7 @@ def execute_run(config, *, force=False, progress=True, log_output=False) -> str:
                       "DATA_SOURCE": config["data"]["source_requested"], "SMOKE": config["smoke"],
                       "DATASET": config["data"].get("dataset", "mnist"),
                       "OVERRIDES": config["overrides"], "SWEEP": config["sweep"],
+                      "EXPERIMENT": config.get("experiment"),
                       "VALIDATION_SIZE": config["data"]["validation_size"], "RESULTS_DIR": config["results_dir"],
                       "TRACKING": config["tracking"]["on"], "FINAL_ANALYSIS": config["final_analysis"],
                       "DATA_DIR": config["data"]["data_dir"], "FORCE": force, "PROGRESS": progress}
@@ -117,26 +118,34 @@ def cmd_run(args) -> int:
                           data_source=args.data_source, data_dir=args.data_dir, dataset=args.dataset,
                           overrides=per_optimizer[opt], results_dir=args.results_dir)
                for opt in per_optimizer for seed in args.seeds]
+    return run_configs(configs, jobs=args.jobs, threads=args.threads, force=args.force, quiet=args.quiet)
+
+
+def run_configs(configs, *, jobs=None, threads=None, force=False, quiet=True) -> int:
+    """Execute every config, ``jobs`` at a time (default: one per core); 1 if any failed, else 0.
+
+    Everything is checked before anything starts; complete runs are skipped unless ``force``.
+    """
     if not configs:
         return 0
-    for flag, value in (("--jobs", args.jobs), ("--threads", args.threads)):
+    for flag, value in (("--jobs", jobs), ("--threads", threads)):
         if value is not None and value < 1:
             raise runs.StudyError(f"{flag} must be a positive integer, got {value}")
     preflight(configs)  # everything is checked before anything starts
-    jobs = args.jobs or max(1, min(len(configs), usable_cores() // TORCH_THREADS))
-    os.environ["OMP_NUM_THREADS"] = str(args.threads or TORCH_THREADS)  # the kernels read it when they start
+    jobs = jobs or max(1, min(len(configs), usable_cores() // TORCH_THREADS))
+    os.environ["OMP_NUM_THREADS"] = str(threads or TORCH_THREADS)  # the kernels read it when they start
     failures = 0
     if jobs == 1:
         for cfg in configs:
             print(f"[{_label(cfg)}] running -> {runs.run_dir_for(cfg)}", flush=True)
-            outcome, seconds = _timed_run(cfg, args.force, not args.quiet)
+            outcome, seconds = _timed_run(cfg, force, not quiet)
             failures += outcome.startswith("failed")
             print(f"[{_label(cfg)}] {outcome} ({seconds:.0f} s)", flush=True)
         return 1 if failures else 0
     print(f"{len(configs)} runs, {jobs} at a time, {os.environ['OMP_NUM_THREADS']} torch thread(s) each", flush=True)
     # spawn, not fork: a forked copy of a process with threads running (zmq's, a lock's heartbeat) can deadlock
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:  # output not echoed
-        futures = {pool.submit(_timed_run, cfg, args.force, False): cfg for cfg in configs}
+        futures = {pool.submit(_timed_run, cfg, force, False): cfg for cfg in configs}
         for future in as_completed(futures):
             outcome, seconds = future.result()
             failures += outcome.startswith("failed")
@@ -160,7 +169,9 @@ def tuned_learning_rates(sweep, results_dir, names) -> dict[str, float]:
 
 
 def _label(config) -> str:
-    return f"{config['optimizer']} seed {config['seed']}"
+    where = f"{config['experiment']} {config['optimizer']}-{runs.setting_tag(config['overrides'])}" \
+        if config.get("experiment") else config["optimizer"]
+    return f"{where} seed {config['seed']}"
 
 
 def _timed_run(config, force, log_output) -> tuple[str, float]:

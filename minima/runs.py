@@ -55,8 +55,19 @@ def setting_tag(overrides) -> str:
     return tag or "default"
 
 
+def check_experiment_name(name) -> str:
+    """An experiment's folder under the results: one or more names joined by '/', e.g. ``projected/early``."""
+    parts = str(name).split("/")
+    if not isinstance(name, str) or not all(re.fullmatch(NAME_RULE, part) for part in parts):
+        raise StudyError(f"experiment {name!r} must be names of letters, digits, '.', '_' or '-', joined by '/'")
+    return name
+
+
 def run_dir_for(config) -> Path:
     """``<results>/<optimizer>/seed<k>/``, or ``<results>/sweeps/<name>/<optimizer>-<setting>/seed<k>/``.
+
+    A run of an experiment (``config["experiment"]``, e.g. ``projected/early``)
+    goes to ``<results>/<experiment>/<optimizer>-<setting>/seed<k>/``, named like a sweep's.
 
     A run on another dataset than MNIST goes one level down, under the
     dataset's name: ``<results>/fashion-mnist/<optimizer>/seed<k>/``, so that
@@ -67,6 +78,9 @@ def run_dir_for(config) -> Path:
     if config.get("sweep"):
         setting = f"{config['optimizer']}-{setting_tag(config['overrides'])}"
         return root / "sweeps" / config["sweep"] / setting / f"seed{config['seed']}"
+    if config.get("experiment"):
+        setting = f"{config['optimizer']}-{setting_tag(config['overrides'])}"
+        return root / config["experiment"] / setting / f"seed{config['seed']}"
     dataset = config.get("data", {}).get("dataset", "mnist")
     if dataset != "mnist":
         root = root / dataset

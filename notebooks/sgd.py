@@ -31,6 +31,7 @@ DATA_SOURCE = None     # auto | torchvision | embedded (MNIST only)
 SMOKE = False          # seconds-long run on a subset (tests, make smoke)
 OVERRIDES = {}         # optimizer hyperparameters, any keyword its constructor takes, e.g. {"lr": 0.05}
 SWEEP = None           # sweep name: runs go to <RESULTS_DIR>/sweeps/<SWEEP>/...
+EXPERIMENT = None      # e.g. "projected/early": runs go to <RESULTS_DIR>/<EXPERIMENT>/<optimizer>-<setting>/...
 VALIDATION_SIZE = 0    # samples held out of the training split (sweeps)
 TRACKING = None        # the per-step instruments (sweeps switch them off; training is the same either way)
 FINAL_ANALYSIS = None  # the final weights' Hessian analysis and landscapes (sweeps switch it off)
@@ -54,7 +55,7 @@ from minima import analysis, plots, training
 config = helpers.make_config(OPTIMIZER, SEED, epochs=EPOCHS, batch_size=BATCH_SIZE, data_source=DATA_SOURCE,
                              smoke=SMOKE, overrides=OVERRIDES, validation_size=VALIDATION_SIZE,
                              results_dir=RESULTS_DIR, data_dir=DATA_DIR, sweep=SWEEP, dataset=DATASET,
-                             tracking=TRACKING, final_analysis=FINAL_ANALYSIS)
+                             tracking=TRACKING, final_analysis=FINAL_ANALYSIS, experiment=EXPERIMENT)
 device = helpers.pick_device()
 print(f"{OPTIMIZER}, seed {SEED}, {config['epochs']} epochs, batch {config['batch_size']}, "
       f"hyperparameters {config['hyperparameters']}, device {device}")
