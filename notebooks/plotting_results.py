@@ -226,6 +226,26 @@ for study, study_frames in studies.items():
     for name, (table, caption) in fair.fair_tables(study_frames, params.EQUAL_LOSS_THRESHOLDS).items():
         display(Markdown(tables.to_markdown(table, f"{name.replace('_', ' ').capitalize()}, {study}", caption)))
 
+# %% [markdown]
+# ## The projected update
+#
+# The original's proposal, ṽ = λ·V v + (1 − λ)·(I − V) v with V the top-10 Hessian eigenspace, run by
+# `python -m minima projected` into `<RESULTS_DIR>/projected/`: the training loss against steps for every λ in
+# both regimes (switched on after one epoch, and for the last 10 % of training), with the seeds' range shaded, and
+# the final regime's λ1 over the last steps. Plain SGD is dashed black. Skipped, with a note, without those runs.
+
+# %%
+from minima.report import projected
+
+if projected.has_experiment(RESULTS_DIR):
+    found = projected.collect(RESULTS_DIR)
+    fig = projected.plot_projected(found, figsize=(13, 4.2))
+    written += figures.save_figure(fig, "projected", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+    for name, (table, caption) in projected.tables(found).items():
+        display(Markdown(tables.to_markdown(table, name.replace("_", " ").capitalize(), caption)))
+else:
+    print(f"note: no projected-update runs in {RESULTS_DIR}/projected (python -m minima projected); skipped")
+
 # %%
 print(f"{len(written)} files written:")
 print("\n".join(map(str, written)))

@@ -21,7 +21,7 @@ FIGURES = ("grad_norms", "spectral_ratio_gap", "sharpness", "landscape_1d", "lan
            "confusion", "spectral_density", "hessian_batch_sensitivity")
 # drawn only when some run carries the instruments' files (runs made before them do not)
 OPTIONAL_FIGURES = ("preconditioned_sharpness", "subspace_overlap", "equal_loss", "full_data_outliers",
-                    "lr_sensitivity", "studies_side_by_side", "time_to_target")
+                    "lr_sensitivity", "studies_side_by_side", "time_to_target", "projected")
 TUNED = "tuned"                 # <results>/tuned: the study at the sweep's selected learning rates
 SWEEP = "sweeps/tuning"         # <results>/sweeps/tuning: the learning-rate sweep behind it
 
@@ -60,6 +60,24 @@ def write_fair_tables(studies: dict, tables_dir) -> list:
     return written
 
 
+def write_projected_tables(results_dir, tables_dir) -> list:
+    """The projected-update experiment's tables, ``projected_<table>.md`` and ``.tex`` (none without its runs)."""
+    from minima import runs as run_files
+    from minima.report import projected
+    from minima.report.tables import to_latex, to_markdown
+
+    if not projected.has_experiment(results_dir):
+        return []
+    written = []
+    for stem, (table, caption) in projected.tables(projected.collect(results_dir)).items():
+        title = stem.replace("_", " ").capitalize()
+        for path, text in ((tables_dir / f"{stem}.md", to_markdown(table, title, caption)),
+                           (tables_dir / f"{stem}.tex", to_latex(table, stem, caption))):
+            run_files.atomic_write(path, lambda f, t=text: f.write(t.encode()))
+            written.append(path)
+    return written
+
+
 def build(results_dir="results", report_dir="report", parameters=None, log_output=False, tuned_dir=None,
           sweep_dir=None) -> dict:
     """Collect the runs, write the tables, execute the plotting notebook; returns what was written.
@@ -85,6 +103,7 @@ def build(results_dir="results", report_dir="report", parameters=None, log_outpu
     else:
         print(f"note: no complete run in {tuned_dir}; the fair comparison reports the original settings only")
     tables += write_fair_tables(studies, report_dir / "tables")
+    tables += write_projected_tables(results_dir, report_dir / "tables")
     executed = report_dir / ".executed" / "plotting_results.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
     knobs = {"RESULTS_DIR": str(results_dir), "REPORT_DIR": str(report_dir), "CLOSE_FIGURES": True,

@@ -154,6 +154,17 @@ def sweep_selection(sweep_dir):
               f"± {r.val_accuracy_sd:.4f}, test {r.test_accuracy_mean:.4f} (grid {grid.min():g} to {grid.max():g})")
 
 
+def projected_update(results_dir):
+    """The projected-update experiment: the check, each regime's losses against SGD, the curvature, the cost."""
+    from minima.report import projected
+
+    if not projected.has_experiment(results_dir):
+        return
+    for name, (table, _) in projected.tables(projected.collect(results_dir)).items():
+        for row in table.to_dict("records"):
+            print(f"{name}: " + "; ".join(f"{k} {v}" for k, v in row.items()))
+
+
 def print_facts(results_dir="results", tuned_dir=None, sweep_dir=None) -> None:
     """Print every quoted number, recomputed from the study in ``results_dir`` (and its tuned study and sweep)."""
     from pathlib import Path
@@ -179,3 +190,4 @@ def print_facts(results_dir="results", tuned_dir=None, sweep_dir=None) -> None:
         accuracy(collection.ok_runs(tuned))
         fair_comparison(tuned, "tuned learning rates")
     sweep_selection(sweep_dir)
+    projected_update(results_dir)

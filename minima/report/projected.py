@@ -1,0 +1,370 @@
+"""The projected-update experiment's analysis: its runs, tables with intervals, the built-in check, the cost.
+
+``collect(results_dir)`` reads the complete run folders of ``<results>/projected/<group>/`` (planned by
+``minima.projected_study``) and, as the final regime's plain-SGD baseline, the study's own
+``<results>/sgd/seed<k>/``. Each run is labelled by its ``setting``: ``sgd`` (plain SGD at the original lr),
+``sgd lr/2`` (the check's), or ``λ=<lam>`` (with ``R=<refresh_every>`` where that is not the default).
+
+Comparisons with plain SGD are paired by seed: within a group the runs of one seed share their weights up
+to the switch-on step and draw the same batches, so each seed gives one difference (of logs, for losses and
+eigenvalues: a ratio), and the 95 % interval is Student's t over those per-seed differences (``paired``).
+"""
+
+from pathlib import Path
+
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+from scipy import stats
+
+import params
+from minima import projected, runs
+from minima.projected_study import EXPERIMENT
+from minima.report import fair
+from minima.report.tables import mean_sd
+
+BASE = "sgd"
+HALF = "sgd lr/2"
+
+
+def setting_of(config) -> str:
+    """The run's label within its group: sgd, sgd lr/2 or λ=<lam> (R=<r> when not the default)."""
+    h = config["hyperparameters"]
+    if config["optimizer"] == "sgd":
+        return BASE if h["lr"] == params.SGD["lr"] else HALF if h["lr"] == params.SGD["lr"] / 2 else f"sgd lr={h['lr']:g}"
+    label = f"λ={h['lam']:g}"
+    return label if h["refresh_every"] == params.PROJECTED["refresh_every"] else f"{label} R={h['refresh_every']}"
+
+
+def _sort_key(setting):
+    return (0, 0.0, 0) if setting == BASE else (1, 0.0, 0) if setting == HALF else \
+        (2, float(setting.split("=")[1].split()[0]), int(setting.split("R=")[1]) if "R=" in setting else 0)
+
+
+def _run(run_dir, group) -> dict | None:
+    run = runs.load_run(run_dir)
+    if "config" not in run or "final" not in run or "history" not in run:
+        return None
+    c = run["config"]
+    h = c["hyperparameters"]
+    return dict(group=group, setting=setting_of(c), seed=c["seed"], run_dir=str(run_dir),
+                optimizer=c["optimizer"], lam=h.get("lam", np.nan), refresh_every=h.get("refresh_every", np.nan),
+                start_step=h.get("start_step", 0), lr=h["lr"], epochs=c["epochs"], status=run["final"]["status"],
+                history=run["history"], final=run["final"], spectrum=run.get("spectrum"),
+                equal_loss=run.get("equal_loss"), projection=_read_projection(run_dir))
+
+
+def _read_projection(run_dir):
+    path = Path(run_dir) / projected.PROJECTION
+    return pd.read_csv(path) if path.exists() and path.stat().st_size > 1 else None
+
+
+def collect(results_dir) -> list[dict]:
+    """Every complete run of the experiment, and the study's SGD runs as the final regime's baseline."""
+    root = Path(results_dir)
+    found = []
+    for run_dir in runs.find_runs(root / EXPERIMENT):
+        if runs.is_done(run_dir):
+            row = _run(run_dir, run_dir.relative_to(root / EXPERIMENT).parts[0])
+            if row is not None:
+                found.append(row)
+    if any(r["group"] == "final" for r in found):
+        for run_dir in sorted((root / BASE).glob("seed*")):
+            if runs.is_done(run_dir):
+                row = _run(run_dir, "final")
+                if row is not None and row["epochs"] == max(r["epochs"] for r in found if r["group"] == "final"):
+                    found.append(row)
+    return sorted(found, key=lambda r: (r["group"], _sort_key(r["setting"]), r["seed"]))
+
+
+def has_experiment(results_dir) -> bool:
+    return any(runs.is_done(d) for d in runs.find_runs(Path(results_dir) / EXPERIMENT))
+
+
+def _group(found, group):
+    return [r for r in found if r["group"] == group]
+
+
+def _settings(members):
+    return sorted({r["setting"] for r in members}, key=_sort_key)
+
+
+def _last(r, column):
+    h = r["history"]
+    return float(h[column].iloc[-1]) if len(h) else np.nan
+
+
+def _at_switch_on(r, start):
+    """The full-batch training loss at the last epoch end at or before step ``start``."""
+    h = r["history"]
+    before = h[h.step <= start]
+    return float(before.train_loss.iloc[-1]) if len(before) else np.nan
+
+
+# ---------------------------------------------------------------- the tables
+
+def paired(a: dict, b: dict, log=False, level=fair.LEVEL) -> dict:
+    """Mean over the seeds in both of a[seed] − b[seed] (of logs, exponentiated, when ``log``), with its t interval.
+
+    NaN bounds with fewer than two seeds; an exact interval when every seed gives the same difference.
+    """
+    seeds = sorted(set(a) & set(b))
+    d = np.array([math.log(a[s] / b[s]) if log else a[s] - b[s] for s in seeds
+                  if np.isfinite(a[s]) and np.isfinite(b[s]) and (not log or (a[s] > 0 and b[s] > 0))])
+    out = dict(estimate=float(d.mean()) if len(d) else math.nan, low=math.nan, high=math.nan, n=len(d))
+    if len(d) >= 2:
+        half = stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
+        out.update(low=out["estimate"] - half, high=out["estimate"] + half)
+    if log:
+        out.update({k: math.exp(out[k]) if math.isfinite(out[k]) else math.nan for k in ("estimate", "low", "high")})
+    return out
+
+
+def _paired_text(a, b, log, spec):
+    p = paired(a, b, log)
+    null = 1.0 if log else 0.0
+    return fair.interval_text(p["estimate"], p["low"], p["high"], spec), fair.supported(p["low"], p["high"], null)
+
+
+def loss_table(found, group) -> pd.DataFrame:
+    """Per setting: final training loss (its ratio to plain SGD's), test accuracy (its difference), paired by seed."""
+    members = _group(found, group)
+    base = {r["seed"]: r for r in members if r["setting"] == BASE}
+    start = max((r["start_step"] for r in members), default=0)  # plain SGD's loss where the others switch on
+    rows = []
+    for setting in _settings(members):
+        rs = {r["seed"]: r for r in members if r["setting"] == setting}
+        loss = {s: _last(r, "train_loss") for s, r in rs.items()}
+        acc = {s: _last(r, "test_accuracy") for s, r in rs.items()}
+        row = {"setting": setting, "seeds": len(rs), "diverged": sum(r["status"] != "ok" for r in rs.values()),
+               "train loss": mean_sd(list(loss.values()), significant=3),
+               "loss end / switch-on": mean_sd([_last(r, "train_loss") / _at_switch_on(r, start) for r in rs.values()],
+                                               significant=3),
+               "test accuracy": mean_sd(list(acc.values()))}
+        if setting != BASE:
+            row["loss vs SGD (ratio, 95 % CI)"], row["loss supported"] = _paired_text(
+                loss, {s: _last(r, "train_loss") for s, r in base.items()}, True, ".3g")
+            row["accuracy vs SGD (diff, 95 % CI)"], row["accuracy supported"] = _paired_text(
+                acc, {s: _last(r, "test_accuracy") for s, r in base.items()}, False, ".4f")
+        rows.append(row)
+    return pd.DataFrame(rows).fillna("—")
+
+
+def spectrum_table(found) -> pd.DataFrame:
+    """The final regime: λ1 and λ1/λ2 over the last steps, and λ1 at the lowest threshold all its runs reach."""
+    members = _group(found, "final")
+    reached = [set(r["equal_loss"].loss_threshold) if r["equal_loss"] is not None else set() for r in members]
+    common = min(set.intersection(*reached)) if reached and set.intersection(*reached) else None
+    base = {r["seed"]: r for r in members if r["setting"] == BASE}
+
+    def lam1(r):
+        return float(r["spectrum"].lambda1.mean()) if r["spectrum"] is not None and len(r["spectrum"]) else np.nan
+
+    def at_threshold(r):
+        e = r["equal_loss"]
+        return float(e[e.loss_threshold == common].lambda1.iloc[0]) if common is not None else np.nan
+
+    rows = []
+    for setting in _settings(members):
+        rs = [r for r in members if r["setting"] == setting]
+        versus, backed = _paired_text({r["seed"]: lam1(r) for r in rs}, {s: lam1(r) for s, r in base.items()},
+                                      True, ".3g")
+        ratios = [float((r["spectrum"].lambda1 / r["spectrum"].lambda2).median()) if r["spectrum"] is not None
+                  else np.nan for r in rs]
+        row = {"setting": setting, "λ1, last steps": mean_sd([lam1(r) for r in rs], significant=3),
+               "vs SGD (ratio, 95 % CI)": "—" if setting == BASE else versus,
+               "supported": "—" if setting == BASE else backed,
+               "median λ1/λ2": mean_sd(ratios, significant=3)}
+        if common is not None:
+            crossed = [int(r["equal_loss"].set_index("loss_threshold").loc[common, "epoch"]) for r in rs]
+            row[f"λ1 at train loss {common:g}"] = mean_sd([at_threshold(r) for r in rs], significant=3)
+            row["epoch reached"] = mean_sd(crossed, decimals=0)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _weights(run_dir):
+    return torch.load(Path(run_dir) / runs.MODEL, map_location="cpu", weights_only=True)
+
+
+def check_table(found) -> pd.DataFrame:
+    """Per seed: λ = 0.5 from step 0 against SGD at half the lr — the largest weight and loss differences."""
+    members = _group(found, "check")
+    rows = []
+    for seed in sorted({r["seed"] for r in members}):
+        pair = {r["setting"]: r for r in members if r["seed"] == seed}
+        half = next((r for s, r in pair.items() if s.startswith("λ=0.5")), None)
+        if half is None or HALF not in pair:
+            continue
+        a, b = _weights(half["run_dir"]), _weights(pair[HALF]["run_dir"])
+        dw = max(float((a[k].double() - b[k].double()).abs().max()) for k in a)
+        ha, hb = half["history"], pair[HALF]["history"]
+        rows.append({"seed": seed, "epochs": int(ha.epoch.max()),
+                     "identical weights": all(torch.equal(a[k], b[k]) for k in a), "max |Δw|": f"{dw:.1e}",
+                     "max |Δ train loss|": f"{float((ha.train_loss - hb.train_loss).abs().max()):.1e}",
+                     "final train loss": f"{float(ha.train_loss.iloc[-1]):.4g}"})
+    return pd.DataFrame(rows)
+
+
+def cost_rows(found) -> pd.DataFrame:
+    """Per projected run: HVPs per refresh and per projected step, and its step time against plain SGD's."""
+    base_step = {}
+    for r in found:
+        if r["setting"] == BASE:
+            base_step[(r["group"], r["seed"])] = _step_seconds(r)
+    rows = []
+    for r in found:
+        p = r["projection"]
+        if r["optimizer"] != "projected" or p is None or not len(p):
+            continue
+        projected_steps = len(r["history"]) * _per_epoch(r) - r["start_step"]
+        base = base_step.get(("early" if r["group"] == "refresh" else r["group"], r["seed"]), np.nan)
+        rows.append(dict(group=r["group"], setting=r["setting"], seed=r["seed"], R=int(r["refresh_every"]),
+                         refreshes=len(p), hvps_per_refresh=float(p.n_hvps.mean()),
+                         hvps_per_step=float(p.n_hvps.sum()) / max(1, projected_steps),
+                         cpu_s_per_refresh=float(p.cpu_s.mean()), certified=float(p.converged.astype(bool).mean()),
+                         grad_share=float(p.grad_share.mean()) if "grad_share" in p else np.nan,
+                         step_s=_step_seconds(r), step_ratio=_step_seconds(r) / base))
+    return pd.DataFrame(rows)
+
+
+def _per_epoch(r):
+    h = r["history"]
+    return int(h.step.iloc[0]) if len(h) else 0
+
+
+def _step_seconds(r):
+    """Seconds per optimizer step in the epochs after the switch-on (refreshes included): step_time_s / steps."""
+    h = r["history"]
+    if "step_time_s" not in h or not len(h):
+        return np.nan
+    after = h[h.step > r["start_step"] + _per_epoch(r) - 1]
+    return float(after.step_time_s.sum()) / (len(after) * _per_epoch(r)) if len(after) else np.nan
+
+
+def cost_table(found) -> pd.DataFrame:
+    """Per refresh interval R: HVPs per refresh and per step, CPU seconds per refresh, step time against SGD."""
+    c = cost_rows(found)
+    if not len(c):
+        return pd.DataFrame()
+    c = c[c.group.isin(["early", "refresh"])] if c.group.isin(["early", "refresh"]).any() else c
+    rows = []
+    for r_value, g in c.groupby("R"):
+        rows.append({"R": int(r_value), "runs": len(g), "HVPs per refresh": mean_sd(g.hvps_per_refresh, 1),
+                     "HVPs per step": mean_sd(g.hvps_per_step, significant=3),
+                     "CPU s per refresh": mean_sd(g.cpu_s_per_refresh, 2),
+                     "certified": f"{g.certified.mean():.0%}",
+                     "gradient share in V": mean_sd(g.grad_share, 3),
+                     "step time / SGD's": mean_sd(g.step_ratio, significant=3)})
+    return pd.DataFrame(rows)
+
+
+def refresh_table(found) -> pd.DataFrame:
+    """The early regime's final training loss for each λ of the refresh group at every R, seed by seed."""
+    lams = {r["lam"] for r in _group(found, "refresh")}
+    rows = []
+    for r in found:
+        if r["optimizer"] == "projected" and r["lam"] in lams and r["group"] in ("early", "refresh") and \
+                r["seed"] in {x["seed"] for x in _group(found, "refresh")}:
+            rows.append({"λ": f"{r['lam']:g}", "R": int(r["refresh_every"]), "seed": r["seed"],
+                         "final train loss": f"{_last(r, 'train_loss'):.4g}",
+                         "test accuracy": f"{_last(r, 'test_accuracy'):.4f}"})
+    return pd.DataFrame(rows).sort_values(["λ", "seed", "R"]).reset_index(drop=True) if rows else pd.DataFrame()
+
+
+def tables(found) -> dict:
+    """{name: (table, caption)} for every table the runs support."""
+    out = {}
+    if _group(found, "check"):
+        out["projected_check"] = (check_table(found), "λ = 0.5 switched on at step 0 against plain SGD at half the "
+                                  "learning rate: they must end with the same weights.")
+    for group, when in (("early", "switched on after one epoch"), ("final", "switched on for the last "
+                                                                      f"{params.PROJECTED_FINAL_SHARE:.0%} of training")):
+        if _group(found, group):
+            out[f"projected_{group}"] = (loss_table(found, group), f"The {group} regime ({when}): full-batch training "
+                                         "loss and test accuracy at the end, mean ± sd over seeds, against plain SGD "
+                                         "from the same weights (95 % t intervals of the per-seed ratios and differences; "
+                                         "a loss ratio below 1 is lower).")
+    if _group(found, "final"):
+        out["projected_spectrum"] = (spectrum_table(found), "The final regime's curvature: λ1 over the last steps "
+                                     "(mean of the tracked steps), the median λ1/λ2, and λ1 when the training loss "
+                                     "first fell below the lowest threshold every run reached.")
+    cost = cost_table(found)
+    if len(cost):
+        out["projected_cost"] = (cost, "What the projected update costs, by refresh interval R (early and refresh "
+                                 "groups): HVPs of the certified top-10 solver, and the step time (refreshes "
+                                 "included) over plain SGD's in the same group.")
+    if _group(found, "refresh"):
+        out["projected_refresh"] = (refresh_table(found), "Whether the result depends on R: the early regime's "
+                                    "final training loss at every refresh interval.")
+    return out
+
+
+def loss_curves(found, group) -> pd.DataFrame:
+    """Long frame: group, setting, seed, step, train_loss (the per-epoch full-batch loss)."""
+    parts = [r["history"][["step", "train_loss"]].assign(setting=r["setting"], seed=r["seed"])
+             for r in _group(found, group)]
+    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["step", "train_loss", "setting",
+                                                                                   "seed"])
+
+
+# ---------------------------------------------------------------- the figure
+
+def _band(ax, curves, setting, color, style="-"):
+    """Geometric mean over seeds of the training loss against the step, with the seeds' range shaded."""
+    c = curves[curves.setting == setting]
+    wide = c.pivot_table(index="step", columns="seed", values="train_loss")
+    logs = np.log(wide.clip(lower=1e-12))
+    ax.plot(wide.index, np.exp(logs.mean(axis=1)), style, color=color, lw=1.4,
+            label=f"{setting} ({wide.shape[1]} seed{'s' if wide.shape[1] != 1 else ''})")
+    if wide.shape[1] > 1:
+        ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=color, alpha=0.15, lw=0)
+
+
+def plot_projected(found, figsize=(13, 4.2)):
+    """Training loss against steps per λ, both regimes, with seed bands; and the final regime's λ1 near the end.
+
+    Plain SGD is black, λ = 0.5 (SGD at half the step) grey dashed; the dotted line is the switch-on step.
+    """
+    import matplotlib.pyplot as plt
+
+    groups = [g for g in ("early", "final") if _group(found, g)]
+    fig, axes = plt.subplots(1, len(groups) + ("final" in groups), figsize=figsize, squeeze=False)
+    axes = list(axes[0])
+    for ax, group in zip(axes, groups):
+        curves, members = loss_curves(found, group), _group(found, group)
+        starts = sorted({r["start_step"] for r in members if r["optimizer"] == "projected"})
+        if group == "final" and starts:  # the end of training: from two switch-on lengths before the end
+            curves = curves[curves.step >= starts[0] - 2 * (curves.step.max() - starts[0])]
+        lams = [s for s in _settings(members) if s.startswith("λ=")]
+        colors = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(lams))))
+        for setting in _settings(members):
+            if setting == BASE:
+                _band(ax, curves, setting, "black", "--")
+            elif setting in lams:
+                _band(ax, curves, setting, colors[lams.index(setting)])
+        for s in starts:
+            ax.axvline(s, color="grey", ls=":", lw=1)
+        ax.set(yscale="log", xlabel="step", ylabel="full-batch training loss",
+               title=f"{group} regime: switched on at step {', '.join(map(str, starts))}")
+        ax.legend(fontsize="x-small")
+    if "final" in groups:
+        ax = axes[-1]
+        members = _group(found, "final")
+        lams = [s for s in _settings(members) if s.startswith("λ=")]
+        colors = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(lams))))
+        for setting in _settings(members):
+            spectra = [r["spectrum"] for r in members if r["setting"] == setting and r["spectrum"] is not None]
+            if not spectra:
+                continue
+            s = pd.concat(spectra).groupby("step").lambda1
+            color = "black" if setting == BASE else colors[lams.index(setting)]
+            ax.plot(s.mean().index, s.mean(), "--" if setting == BASE else "-", color=color, lw=1.2, label=setting)
+            ax.fill_between(s.min().index, s.min(), s.max(), color=color, alpha=0.12, lw=0)
+        ax.set(yscale="log", xlabel="step", ylabel=r"$\lambda_1$ (Hessian batch)",
+               title="final regime: top eigenvalue, last steps")
+        ax.legend(fontsize="x-small")
+    fig.tight_layout()
+    return fig
