@@ -14,7 +14,7 @@ REPORT ?= $(if $(filter results,$(RESULTS)),report,$(RESULTS)/report)
 SMOKE_DIR ?= .smoke
 OPT_ARGS = $(if $(strip $(OPTIMIZERS)),--optimizers $(OPTIMIZERS))
 
-.PHONY: install test lint reproduce compare smoke sweep study tuned fair sweep-smoke report facts status notebooks benchmarks gpu-check \
+.PHONY: install test lint reproduce compare smoke sweep study tuned fair projected sweep-smoke report facts status notebooks benchmarks gpu-check \
         edge-of-stability clean-smoke
 
 install: $(VENV)/.installed
@@ -59,6 +59,9 @@ tuned: install  # the sweep's selected learning rates, 5 seeds, every instrument
 
 fair: sweep study tuned
 
+projected: install  # the projected-update experiment: every lam, both regimes, 3 seeds (python -m minima projected)
+	$(PY) -m minima projected --results-dir $(STUDY)
+
 sweep-smoke: install
 	$(PY) -m minima sweep launch --name smoke $(OPT_ARGS) --seeds 0 1 --lr-grid none --smoke \
 	    --results-dir $(SMOKE_DIR)
@@ -83,6 +86,7 @@ benchmarks: install
 	$(PY) benchmarks/bench_landscape.py
 	$(PY) benchmarks/bench_tracking.py
 	$(PY) benchmarks/bench_parallel.py
+	$(PY) benchmarks/bench_projected.py
 
 edge-of-stability: install  # the instruments' validation: writes results/edge_of_stability/ and its figure (~15 min)
 	$(PY) benchmarks/edge_of_stability.py --threads 1
