@@ -95,3 +95,17 @@ def test_the_command_line_refuses_an_unknown_group():
     assert out.returncode == 2
     assert out.stderr.strip().splitlines() == [
         "error: unknown group 'bogus'; valid choices: check, early, final, refresh"]
+
+
+def test_the_check_group_runs_headless_and_lam_half_equals_sgd_at_half_the_lr(tmp_path):
+    """The experiment's built-in check end to end: two smoke runs through their notebooks, then the report."""
+    from minima.report import projected as report
+    out = subprocess.run([sys.executable, "-m", "minima", "projected", "--smoke", "--groups", "check", "--seeds", "0",
+                          "--results-dir", str(tmp_path), "--jobs", "1", "--quiet"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stdout + out.stderr
+    folders = sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("done"))
+    assert folders == ["projected/check/projected-lam0.5-start_step0/seed0/done",
+                       "projected/check/sgd-lr0.05/seed0/done"]
+    table = report.check_table(report.collect(tmp_path))
+    assert table["identical weights"].tolist() == [True] and table["max |Δw|"].tolist() == ["0.0e+00"]
