@@ -70,11 +70,13 @@ def collect(results_dir) -> list[dict]:
             row = _run(run_dir, run_dir.relative_to(root / EXPERIMENT).parts[0])
             if row is not None:
                 found.append(row)
-    if any(r["group"] == "final" for r in found):
+    final = [r for r in found if r["group"] == "final"]
+    if final:  # the study's SGD runs of the experiment's seeds, trained as long
         for run_dir in sorted((root / BASE).glob("seed*")):
             if runs.is_done(run_dir):
                 row = _run(run_dir, "final")
-                if row is not None and row["epochs"] == max(r["epochs"] for r in found if r["group"] == "final"):
+                if row is not None and row["epochs"] == max(r["epochs"] for r in final) and \
+                        row["seed"] in {r["seed"] for r in final}:
                     found.append(row)
     return sorted(found, key=lambda r: (r["group"], _sort_key(r["setting"]), r["seed"]))
 
