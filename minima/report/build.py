@@ -12,7 +12,7 @@ import time
 
 from minima.notebooks import KERNEL_OPTIONS
 from minima.report.collection import _fail, collect, optimizers_in, seed_count
-from minima.report.tables import write_tables
+from minima.report.tables import write_table, write_tables
 from minima.report.fair import tuned_study_beside
 from minima.runs import REPO_ROOT
 
@@ -44,37 +44,25 @@ def _environment(**values):
 def write_fair_tables(studies: dict, tables_dir) -> list:
     """The fair comparison's tables for each study: ``fair_<study>_<table>.md`` and ``.tex``."""
     import params
-    from minima import runs as run_files
     from minima.report.fair import fair_tables
-    from minima.report.tables import to_latex, to_markdown
 
     written = []
     for study, frames in studies.items():
         for name, (table, caption) in fair_tables(frames, params.EQUAL_LOSS_THRESHOLDS).items():
-            stem = f"fair_{study}_{name}"
             title = f"{name.replace('_', ' ').capitalize()}, {study.replace('_', ' ')}"
-            for path, text in ((tables_dir / f"{stem}.md", to_markdown(table, title, caption)),
-                               (tables_dir / f"{stem}.tex", to_latex(table, stem, caption))):
-                run_files.atomic_write(path, lambda f, t=text: f.write(t.encode()))
-                written.append(path)
+            written += write_table(tables_dir, f"fair_{study}_{name}", title, table, caption)
     return written
 
 
 def write_projected_tables(results_dir, tables_dir) -> list:
     """The projected-update experiment's tables, ``projected_<table>.md`` and ``.tex`` (none without its runs)."""
-    from minima import runs as run_files
     from minima.report import projected
-    from minima.report.tables import to_latex, to_markdown
 
     if not projected.has_experiment(results_dir):
         return []
     written = []
     for stem, (table, caption) in projected.tables(projected.collect(results_dir)).items():
-        title = stem.replace("_", " ").capitalize()
-        for path, text in ((tables_dir / f"{stem}.md", to_markdown(table, title, caption)),
-                           (tables_dir / f"{stem}.tex", to_latex(table, stem, caption))):
-            run_files.atomic_write(path, lambda f, t=text: f.write(t.encode()))
-            written.append(path)
+        written += write_table(tables_dir, stem, stem.replace("_", " ").capitalize(), table, caption)
     return written
 
 

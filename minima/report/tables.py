@@ -279,15 +279,21 @@ def summary_tables(frames) -> dict:
     return {name: make(frames) for name, make in TABLES.items()}
 
 
+def write_table(tables_dir, stem, title, table, caption) -> list[Path]:
+    """One table as ``<stem>.md`` and ``<stem>.tex`` in ``tables_dir``, each written atomically."""
+    written = []
+    for path, text in ((Path(tables_dir) / f"{stem}.md", to_markdown(table, title, caption)),
+                       (Path(tables_dir) / f"{stem}.tex", to_latex(table, stem, caption))):
+        runs.atomic_write(path, lambda f, t=text: f.write(t.encode()))
+        written.append(path)
+    return written
+
+
 def write_tables(frames, tables_dir) -> list[Path]:
     """Each table as ``<name>.md`` and ``<name>.tex``, plus ``runs.csv`` (the per-run numbers behind them)."""
     tables_dir, written = Path(tables_dir), []
     for name, (table, caption) in summary_tables(frames).items():
-        title = name.replace("_", " ").capitalize()
-        for path, text in ((tables_dir / f"{name}.md", to_markdown(table, title, caption)),
-                           (tables_dir / f"{name}.tex", to_latex(table, name, caption))):
-            runs.atomic_write(path, lambda f, t=text: f.write(t.encode()))
-            written.append(path)
+        written += write_table(tables_dir, name, name.replace("_", " ").capitalize(), table, caption)
     path = tables_dir / "runs.csv"
     runs.atomic_write(path, lambda f: f.write(frames["runs"].to_csv(index=False).encode()))
     return written + [path]
