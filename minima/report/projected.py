@@ -38,9 +38,11 @@ def setting_of(config) -> str:
     return label if h["refresh_every"] == params.PROJECTED["refresh_every"] else f"{label} R={h['refresh_every']}"
 
 
-def _sort_key(setting):
-    return (0, 0.0, 0) if setting == BASE else (1, 0.0, 0) if setting == HALF else \
-        (2, float(setting.split("=")[1].split()[0]), int(setting.split("R=")[1]) if "R=" in setting else 0)
+def _order(r) -> tuple:
+    """A run's place in its group's tables: plain SGD, other SGD, then by λ and R."""
+    if r["optimizer"] == "sgd":
+        return (0 if r["setting"] == BASE else 1, r["lr"], 0)
+    return (2, r["lam"], r["refresh_every"])
 
 
 def _run(run_dir, group) -> dict | None:
@@ -78,7 +80,7 @@ def collect(results_dir) -> list[dict]:
                 if row is not None and row["epochs"] == max(r["epochs"] for r in final) and \
                         row["seed"] in {r["seed"] for r in final}:
                     found.append(row)
-    return sorted(found, key=lambda r: (r["group"], _sort_key(r["setting"]), r["seed"]))
+    return sorted(found, key=lambda r: (r["group"], _order(r), r["seed"]))
 
 
 def has_experiment(results_dir) -> bool:
@@ -90,7 +92,9 @@ def _group(found, group):
 
 
 def _settings(members):
-    return sorted({r["setting"] for r in members}, key=_sort_key)
+    """The members' settings, in table order (``_order``)."""
+    order = {r["setting"]: _order(r) for r in members}
+    return sorted(order, key=order.get)
 
 
 def _last(r, column):
@@ -332,6 +336,14 @@ def _band(ax, curves, setting, color, style="-"):
         ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=color, alpha=0.15, lw=0)
 
 
+def _colors(members) -> dict:
+    """One viridis colour per λ setting of a group, in table order."""
+    import matplotlib.pyplot as plt
+
+    lams = [s for s in _settings(members) if s.startswith("λ=")]
+    return dict(zip(lams, plt.cm.viridis(np.linspace(0, 0.9, max(1, len(lams))))))
+
+
 def plot_projected(found, figsize=(13, 4.2)):
     """Training loss against steps per λ, both regimes, with seed bands; and the final regime's λ1 near the end.
 
@@ -347,13 +359,12 @@ def plot_projected(found, figsize=(13, 4.2)):
         starts = sorted({r["start_step"] for r in members if r["optimizer"] == "projected"})
         if group == "final" and starts:  # the end of training: from two switch-on lengths before the end
             curves = curves[curves.step >= starts[0] - 2 * (curves.step.max() - starts[0])]
-        lams = [s for s in _settings(members) if s.startswith("λ=")]
-        colors = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(lams))))
+        colors = _colors(members)
         for setting in _settings(members):
             if setting == BASE:
                 _band(ax, curves, setting, "black", "--")
-            elif setting in lams:
-                _band(ax, curves, setting, colors[lams.index(setting)])
+            elif setting in colors:
+                _band(ax, curves, setting, colors[setting])
         for s in starts:
             ax.axvline(s, color="grey", ls=":", lw=1)
         ax.set(yscale="log", xlabel="step", ylabel="full-batch training loss",
@@ -362,14 +373,13 @@ def plot_projected(found, figsize=(13, 4.2)):
     if "final" in groups:
         ax = axes[-1]
         members = _group(found, "final")
-        lams = [s for s in _settings(members) if s.startswith("λ=")]
-        colors = plt.cm.viridis(np.linspace(0, 0.9, max(1, len(lams))))
+        colors = _colors(members)
         for setting in _settings(members):
             spectra = [r["spectrum"] for r in members if r["setting"] == setting and r["spectrum"] is not None]
             if not spectra:
                 continue
             s = pd.concat(spectra).groupby("step").lambda1
-            color = "black" if setting == BASE else colors[lams.index(setting)]
+            color = "black" if setting == BASE else colors[setting]
             ax.plot(s.mean().index, s.mean(), "--" if setting == BASE else "-", color=color, lw=1.2, label=setting)
             ax.fill_between(s.min().index, s.min(), s.max(), color=color, alpha=0.12, lw=0)
         ax.set(yscale="log", xlabel="step", ylabel=r"$\lambda_1$ (Hessian batch)",
