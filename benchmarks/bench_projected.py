@@ -15,7 +15,6 @@ The experiment itself (every λ, both regimes, 3 seeds) is ``python -m minima pr
 """
 
 import argparse
-import math
 import sys
 import time
 from pathlib import Path
@@ -28,18 +27,11 @@ import params
 from helpers import load_mnist, mark_done, open_run, pick_device
 from minima import projected, runner, runs, training
 from minima.cli import seed_arg
-from params import SMOKE
+from minima.projected_study import steps_per_epoch
 
 LR, BATCH = 0.1, 100                                   # the original study's SGD
 SWEEP_EPOCHS = (1, 3)                                  # 1 plain epoch, then 2 projected
 SMOKE_SWEEP_EPOCHS = (1, 2)
-
-
-def steps_per_epoch(smoke) -> int:
-    """Steps per epoch at batch 100 on the embedded training digits (the smoke subset with --smoke)."""
-    sizes = dict(train_size=SMOKE["train_size"], test_size=SMOKE["test_size"]) if smoke else {}
-    data = load_mnist("embedded", verbose=False, **sizes)
-    return math.ceil(len(data.y_train) / BATCH)
 
 
 def _config(optimizer, seed, results_dir, smoke, epochs, **overrides):
@@ -152,13 +144,14 @@ def parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
     torch.set_num_threads(runner.TORCH_THREADS)   # as the study's runs: one thread
+    per_epoch = steps_per_epoch("embedded", smoke=args.smoke, batch_size=BATCH)
     try:
-        configs = sweep_configs(args, steps_per_epoch(args.smoke))
+        configs = sweep_configs(args, per_epoch)
     except runs.StudyError as e:   # a λ out of [0, 1], an R < 1: one line, before anything runs
         print(f"error: {e}", file=sys.stderr)
         return 2
     failures = execute(configs, args.force, train_only)
-    summarize_sweep(configs, steps_per_epoch(args.smoke))
+    summarize_sweep(configs, per_epoch)
     return 1 if failures else 0
 
 
