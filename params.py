@@ -37,6 +37,13 @@ DENSITY_RUNS = 3            # stochastic Lanczos quadrature: random starts
 DENSITY_STEPS = 60          # ... and Lanczos steps per start
 SENSITIVITY_BATCHES = (100, 1000, "full")   # Hessian batch sizes compared at the final weights
 SENSITIVITY_TRACE_SAMPLES = 10  # Hutchinson probes per batch size there (a full-set probe costs ~40 small ones)
+# At full size (Fashion-MNIST, or MNIST asked for from torchvision: 60,000 images, 600 steps an epoch) three
+# settings change, for cost; config["hessian"] records them. Sharpness and the instruments once an epoch (every
+# 200 steps would be 450 certified solves a run); the full training set's top eigenpairs by "mixed" precision
+# (float32 Lanczos, then certified on float64 products, refined in float64 only where float32 fell short:
+# minima.curvature); full-data HVPs in chunks of 250 images (the fastest on this CPU, float32 and float64 alike:
+# ~11 and ~29 s per 60,000-image HVP at one thread, against ~11 and ~48 s in chunks of 500).
+FULL_SIZE = dict(sharpness_every=600, full_data_precision="mixed", full_data_chunk=250)
 
 # ---------------------------------------------------------------- instruments (minima/tracking.py)
 TRACKING = True             # preconditioned sharpness, top-k gradient share, equal-loss curvature; sweeps may skip it

@@ -18,7 +18,7 @@ from minima.spectrum_tracking import SpectrumTracker
 from minima.tracking import Instruments
 
 CRITERION = F.cross_entropy
-CHUNK = 1000  # HVPs over large Hessian batches are accumulated in chunks of this many samples
+CHUNK = 1000  # HVPs over large Hessian batches are accumulated in chunks of this many samples (full size: 250)
 
 
 def spectrum_tracker(data: Dataset, config) -> SpectrumTracker:
@@ -70,12 +70,15 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
     density = curvature.spectral_density(model, CRITERION, x, y, n_runs=h["density_runs"],
                                          n_steps=h["density_steps"], seed=seed)
     full_x, full_y = hessian_batch(data, "full", seed)
+    # at full size (params.FULL_SIZE) float32 Lanczos certified in float64, in smaller chunks; else float64 throughout
+    chunk, precision = h.get("full_data_chunk", CHUNK), h.get("full_data_precision", "float64")
     n_top = h.get("outlier_top", 0)
     outliers = None
     if n_top:
-        progress(f"top-{n_top} eigenvalues of the full training set's Hessian ({len(full_y)} samples)")
+        progress(f"top-{n_top} eigenvalues of the full training set's Hessian ({len(full_y)} samples, "
+                 f"{precision} precision)")
         outliers = curvature.top_eigenpairs(model, CRITERION, full_x, full_y, k=n_top, tol=h["tol"],
-                                            batch_size=CHUNK)
+                                            batch_size=chunk, precision=precision)
     sensitivity = []
     for size in h["sensitivity_batches"]:
         if size == h["batch_size"]:  # the very batch analysed above (same size, same seed): reuse, don't recompute
@@ -85,13 +88,13 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
             eig = outliers
             progress(f"Hessian-batch sensitivity: {len(by)} samples")
             tr = curvature.hessian_trace(model, CRITERION, full_x, full_y, n_samples=h["sensitivity_trace_samples"],
-                                         seed=seed, batch_size=CHUNK)
+                                         seed=seed, batch_size=chunk)
         else:
             bx, by = hessian_batch(data, size, seed)
             progress(f"Hessian-batch sensitivity: {len(by)} samples")
-            eig = curvature.top_eigenpairs(model, CRITERION, bx, by, k=2, tol=h["tol"], batch_size=CHUNK)
+            eig = curvature.top_eigenpairs(model, CRITERION, bx, by, k=2, tol=h["tol"], batch_size=chunk)
             tr = curvature.hessian_trace(model, CRITERION, bx, by, n_samples=h["sensitivity_trace_samples"],
-                                         seed=seed, batch_size=CHUNK)
+                                         seed=seed, batch_size=chunk)
         sensitivity.append({"batch": str(size), "n_samples": len(by), "lambda1": eig.eigenvalues[0],
                             "lambda2": eig.eigenvalues[1], "residual1": eig.residuals[0], "residual2": eig.residuals[1],
                             "converged": eig.converged, "certified_in": eig.certified_in, "trace": tr.mean,
@@ -110,6 +113,7 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
         "full_data_top": None if outliers is None else {
             "n_samples": len(full_y), "eigenvalues": outliers.eigenvalues, "residuals": outliers.residuals,
             "converged": outliers.converged, "certified_in": outliers.certified_in, "n_hvps": outliers.n_hvps,
+            "n_hvps_float64": outliers.n_hvps_float64,
             "n_outliers": subspace.count_outliers(outliers.eigenvalues),
             "outlier_rule": "the position of the largest ratio lambda_i / lambda_(i+1) among the top "
                             f"{n_top} positive eigenvalues (minima.subspace.count_outliers)"},

@@ -43,6 +43,8 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
     landscapes (sweeps): the run is then training, history and weights only;
     ``experiment`` (e.g. ``projected/early``) puts the run in
     ``<results>/<experiment>/<optimizer>-<setting>/seed<k>/`` (``runs.run_dir_for``).
+    Fashion-MNIST and the torchvision source are 60,000 training images: their
+    ``config["hessian"]`` takes ``params.FULL_SIZE`` (smoke values still win).
     """
     optimizers.get(optimizer)
     if not _is_int(seed):
@@ -114,6 +116,8 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
         "sweep": sweep,
         "experiment": experiment,
     }
+    if dataset == "fashion-mnist" or data_source == "torchvision":  # 60,000 training images (auto: unknown here)
+        config["hessian"].update({key: get(key, value) for key, value in params.FULL_SIZE.items()})
     if smoke_cfg.get("pyhessian_max_hvps"):  # smoke runs cap PyHessian's iterations; full runs keep its own cap
         config["hessian"]["pyhessian_max_hvps"] = smoke_cfg["pyhessian_max_hvps"]
     return config

@@ -200,6 +200,16 @@ def test_unknown_dataset_is_refused_with_the_valid_choices(tmp_path, dataset):
         data.resolve_data_source("auto", tmp_path, dataset=dataset)
 
 
+@pytest.mark.parametrize("dataset, source, full", [("fashion-mnist", "auto", True), ("mnist", "torchvision", True),
+                                                   ("mnist", "embedded", False), ("mnist", "auto", False)])
+def test_full_size_settings_go_with_60000_images_and_only_there(tmp_path, dataset, source, full):
+    h = helpers.make_config("adam", 0, dataset=dataset, data_source=source, results_dir=tmp_path)["hessian"]
+    assert h["sharpness_every"] == (params.FULL_SIZE["sharpness_every"] if full else params.SHARPNESS_EVERY)
+    assert ("full_data_precision" in h) == ("full_data_chunk" in h) == full  # absent: float64, chunks of 1000
+    smoke = helpers.make_config("adam", 0, dataset=dataset, data_source=source, smoke=True, results_dir=tmp_path)
+    assert smoke["hessian"]["sharpness_every"] == params.SMOKE["sharpness_every"]  # smoke values still win
+
+
 def test_run_folder_names_the_dataset_and_mnist_paths_stay(tmp_path):
     fashion = helpers.make_config("sgd", 3, dataset="fashion-mnist", results_dir=tmp_path)
     mnist = helpers.make_config("sgd", 3, results_dir=tmp_path)
@@ -210,7 +220,9 @@ def test_run_folder_names_the_dataset_and_mnist_paths_stay(tmp_path):
     del old_style["data"]["dataset"]  # a config written before the dataset was recorded
     assert helpers.run_dir_for(old_style) == tmp_path / "sgd" / "seed3"
     differs = {k for k in mnist if mnist[k] != fashion[k]}
-    assert differs == {"data"} and {k for k in mnist["data"] if mnist["data"][k] != fashion["data"][k]} == {"dataset"}
+    assert differs == {"data", "hessian"}
+    assert {k for k in mnist["data"] if mnist["data"][k] != fashion["data"][k]} == {"dataset"}
+    assert fashion["hessian"] == dict(mnist["hessian"], **params.FULL_SIZE)  # 60,000 images: the full-size settings
     # the study of one dataset does not see the other's runs
     for cfg in (fashion, mnist):
         run_dir = helpers.run_dir_for(cfg)
