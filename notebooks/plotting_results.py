@@ -246,6 +246,38 @@ if projected.has_experiment(RESULTS_DIR):
 else:
     print(f"note: no projected-update runs in {RESULTS_DIR}/projected (python -m minima projected); skipped")
 
+# %% [markdown]
+# ## At full size
+#
+# The same study on Fashion-MNIST's 60,000 training images (`<RESULTS_DIR>/fashion-mnist/`, the original's
+# protocol and hyperparameters), beside the embedded 4,000 MNIST digits: test accuracy and final training loss at
+# both scales, then the full-size study's sharpness, preconditioned sharpness, spectrum over the last steps,
+# curvature at equal loss and full-data outliers, drawn as above. Skipped, with a note, without those runs.
+
+# %%
+from minima.report import full_size
+
+if full_size.has_study(RESULTS_DIR):
+    full = full_size.collect_full_size(RESULTS_DIR)
+    fig = full_size.plot_both_scales(frames, full, figsize=FIGSIZE_WIDE, labels=LABELS)
+    written += figures.save_figure(fig, "full_size_accuracy", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+    for name, draw, size in (("sharpness", figures.plot_sharpness, FIGSIZE),
+                             ("preconditioned_sharpness", figures.plot_preconditioned_sharpness, FIGSIZE),
+                             ("spectral_ratio_gap", figures.plot_spectral_ratio_gap, FIGSIZE_GRID),
+                             ("equal_loss", figures.plot_equal_loss, FIGSIZE_WIDE)):
+        fig = draw(full, figsize=size, labels=LABELS)
+        if fig is not None:
+            written += figures.save_figure(fig, f"full_size_{name}", REPORT_DIR, FIG_FORMATS, DPI,
+                                           close=CLOSE_FIGURES)
+    fig = figures.plot_outliers(full, labels=LABELS)
+    if fig is not None:
+        written += figures.save_figure(fig, "full_size_full_data_outliers", REPORT_DIR, FIG_FORMATS, DPI,
+                                       close=CLOSE_FIGURES)
+    table, caption = full_size.comparison_table(frames, full)
+    display(Markdown(tables.to_markdown(table, "Full size comparison", caption)))
+else:
+    print(f"note: no complete run in {full_size.study_dir(RESULTS_DIR)} (make full-size); skipped")
+
 # %%
 print(f"{len(written)} files written:")
 print("\n".join(map(str, written)))

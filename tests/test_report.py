@@ -120,10 +120,19 @@ def built(tmp_path_factory):
     for opt in OPTIMIZERS:
         for seed in SEEDS:
             tuned_truth[opt, seed] = write_run(tuned, opt, seed, rng)
+    full, full_truth = results / "fashion-mnist", {}  # the full-size study: its own folder under the results
+    for opt in OPTIMIZERS:
+        for seed in SEEDS:
+            full_truth[opt, seed] = write_run(full, opt, seed, rng)
+            cfg_path = full / opt / f"seed{seed}" / "config.json"
+            cfg = json.loads(cfg_path.read_text())
+            cfg["data"].update(dataset="fashion-mnist", n_train=60000, n_test=10000, source="torchvision")
+            cfg_path.write_text(json.dumps(cfg))
     sweep = write_sweep(base / "sweep_results", rng)
     out = report_build.build(results_dir=str(results), report_dir=str(base / "report"), parameters=SMALL,
                              tuned_dir=str(tuned), sweep_dir=str(sweep))
-    return {"results": results, "report": base / "report", "truth": truth, "out": out, "tuned": tuned_truth}
+    return {"results": results, "report": base / "report", "truth": truth, "out": out, "tuned": tuned_truth,
+            "full": full_truth}
 
 
 def write_sweep(root, rng):
@@ -197,6 +206,31 @@ def test_fair_comparison_tables_and_figures_for_both_studies(built):
     diff, low, high = (float(x) for x in re.findall(r"-?\d+\.\d+", pairs.iloc[0]["difference [95 % CI]"]))
     for printed, expected in ((diff, np.mean(sgd) - np.mean(adam)), (low, ci.low), (high, ci.high)):
         assert abs(printed - expected) <= 5e-5
+
+
+def test_full_size_study_gets_its_tables_figures_and_the_comparison_with_the_embedded_one(built):
+    rep = built["report"]
+    for name in ("accuracy", "sharpness", "spectral_ratio_gap"):
+        assert (rep / "figures" / f"full_size_{name}.png").stat().st_size > 0
+    accuracy = markdown_table(rep / "tables" / "full_size_accuracy.md")
+    assert not [c for c in accuracy.columns if c.startswith("original")]  # the original's numbers are MNIST's
+    assert "original" not in (rep / "tables" / "full_size_accuracy.md").read_text().split("\n", 2)[-1].lower()
+    assert [c for c in markdown_table(rep / "tables" / "accuracy.md").columns if c.startswith("original")]
+    for opt, cell in zip(OPTIMIZERS, accuracy["test acc"]):
+        check_mean_sd(cell, [built["full"][opt, s]["final"]["test_accuracy"] for s in SEEDS])
+    assert (rep / "tables" / "fair_full_size_accuracy_pairs.md").stat().st_size > 0
+    table = markdown_table(rep / "tables" / "full_size_comparison.md")
+    row = table[(table.statistic == "λ1 at the end / SGD's") & (table.optimizer == "Adam")].iloc[0]
+    expected = {}
+    for study, column in (("truth", "embedded MNIST (4,000)"), ("full", "Fashion-MNIST (60,000)")):
+        lam = {opt: [built[study][opt, s]["curvature"]["top_eigenvalues"][0] for s in SEEDS] for opt in OPTIMIZERS}
+        expected[study] = np.exp(np.mean(np.log(lam["adam"])) - np.mean(np.log(lam["sgd"])))
+        assert abs(float(row[column].split()[0]) / expected[study] - 1) < 5e-3  # printed to 3 significant digits
+    assert row["n"] == "2 / 2"
+    assert row["same side of 1"] == ("yes" if (expected["truth"] - 1) * (expected["full"] - 1) > 0 else "no")
+    test_acc = table[(table.statistic == "test accuracy") & (table.optimizer == "SGD")].iloc[0]
+    check_mean_sd(test_acc["Fashion-MNIST (60,000)"], [built["full"]["sgd", s]["final"]["test_accuracy"] for s in SEEDS])
+    check_mean_sd(test_acc["embedded MNIST (4,000)"], [built["truth"]["sgd", s]["final"]["test_accuracy"] for s in SEEDS])
 
 
 def test_accuracy_table_equals_a_recomputation_from_the_fixture(built):

@@ -21,7 +21,9 @@ FIGURES = ("grad_norms", "spectral_ratio_gap", "sharpness", "landscape_1d", "lan
            "confusion", "spectral_density", "hessian_batch_sensitivity")
 # drawn only when some run carries the instruments' files (runs made before them do not)
 OPTIONAL_FIGURES = ("preconditioned_sharpness", "subspace_overlap", "equal_loss", "full_data_outliers",
-                    "lr_sensitivity", "studies_side_by_side", "time_to_target", "projected")
+                    "lr_sensitivity", "studies_side_by_side", "time_to_target", "projected",
+                    *(f"full_size_{name}" for name in ("accuracy", "sharpness", "preconditioned_sharpness",
+                                                        "spectral_ratio_gap", "equal_loss", "full_data_outliers")))
 TUNED = "tuned"                 # <results>/tuned: the study at the sweep's selected learning rates
 SWEEP = "sweeps/tuning"         # <results>/sweeps/tuning: the learning-rate sweep behind it
 
@@ -66,6 +68,28 @@ def write_projected_tables(results_dir, tables_dir) -> list:
     return written
 
 
+def write_full_size_tables(results_dir, embedded: dict, tables_dir) -> list:
+    """The full-size study's tables (``<results>/fashion-mnist``): every summary table and the fair comparison's,
+    prefixed ``full_size_``, and the embedded study's findings beside it (``full_size_comparison``); none without
+    its runs."""
+    import params
+    from minima.report import full_size
+    from minima.report.fair import fair_tables
+    from minima.report.tables import summary_tables
+
+    if not full_size.has_study(results_dir):
+        return []
+    frames = full_size.collect_full_size(results_dir)
+    named = {f"full_size_{name}": made for name, made in summary_tables(frames).items()}
+    named.update({f"fair_full_size_{name}": made
+                  for name, made in fair_tables(frames, params.EQUAL_LOSS_THRESHOLDS).items()})
+    named["full_size_comparison"] = full_size.comparison_table(embedded, frames)
+    written = []
+    for stem, (table, caption) in named.items():
+        written += write_table(tables_dir, stem, stem.replace("_", " ").capitalize(), table, caption)
+    return written
+
+
 def build(results_dir="results", report_dir="report", parameters=None, log_output=False, tuned_dir=None,
           sweep_dir=None) -> dict:
     """Collect the runs, write the tables, execute the plotting notebook; returns what was written.
@@ -92,6 +116,7 @@ def build(results_dir="results", report_dir="report", parameters=None, log_outpu
         print(f"note: no complete run in {tuned_dir}; the fair comparison reports the original settings only")
     tables += write_fair_tables(studies, report_dir / "tables")
     tables += write_projected_tables(results_dir, report_dir / "tables")
+    tables += write_full_size_tables(results_dir, frames, report_dir / "tables")
     executed = report_dir / ".executed" / "plotting_results.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
     knobs = {"RESULTS_DIR": str(results_dir), "REPORT_DIR": str(report_dir), "CLOSE_FIGURES": True,

@@ -71,9 +71,11 @@ def plot_grad_norms(frames, figsize=(9, 6.5), band="minmax", labels=None):
 def plot_spectral_ratio_gap(frames, figsize=(13, 6), band="minmax", labels=None):
     """Ratio λ1/λ2 (top row) and gap λ1−λ2 (bottom row) over the tracked last steps, a column per optimizer.
 
-    Rows share their y axis; the dashed line is the original's median ratio, the dotted one ratio = 1.
+    Rows share their y axis; the dashed line is the original's median ratio (MNIST runs only), the dotted one
+    ratio = 1.
     """
     spec = collection.only_ok(frames["spectrum"], frames).copy()
+    mnist = set(frames["runs"].get("dataset", ["mnist"])) == {"mnist"}  # the original's medians are MNIST's
     spec["before_end"] = spec.step - spec.groupby(["optimizer", "seed"]).step.transform("max")
     opts = collection.optimizers_in(spec)
     fig, axes = plt.subplots(2, max(1, len(opts)), figsize=figsize, squeeze=False, sharex=True, sharey="row")
@@ -81,7 +83,7 @@ def plot_spectral_ratio_gap(frames, figsize=(13, 6), band="minmax", labels=None)
         s, (a, b) = spec[spec.optimizer == opt], axes[:, col]
         seed_band(a, s.pivot_table(index="before_end", columns="seed", values="ratio"), "C0", "ours", band)
         seed_band(b, s.pivot_table(index="before_end", columns="seed", values="gap"), "C2", "ours", band)
-        if opt in collection.ORIGINAL_RATIO_MEDIAN:
+        if mnist and opt in collection.ORIGINAL_RATIO_MEDIAN:
             a.axhline(collection.ORIGINAL_RATIO_MEDIAN[opt], color="C3", ls="--", lw=1,
                       label=f"original's median {collection.ORIGINAL_RATIO_MEDIAN[opt]:g}")
         a.axhline(1, color="grey", lw=0.8, ls=":")

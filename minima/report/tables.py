@@ -23,6 +23,8 @@ from minima.report.collection import (
     optimizers_in,
 )
 
+ORIGINAL_NOTE = "\0original\0"  # where a caption's sentence about the original study's (MNIST) columns goes
+
 
 def _decimals(value, significant) -> int:
     """Decimal places that give ``value`` about ``significant`` significant digits (0 to 8)."""
@@ -80,10 +82,11 @@ def accuracy_table(frames) -> tuple[pd.DataFrame, str]:
                      "train acc": mean_sd(ok.train_accuracy), "test acc": mean_sd(ok.test_accuracy),
                      "original train acc": "—" if orig[0] is None else f"{orig[0]:.4f}",
                      "original test acc": "—" if orig[1] is None else f"{orig[1]:.4f}"})
-    caption = (f"Train and test accuracy, mean ± sd over n seeds ({_data_line(runs)}). The two 'original' columns "
-               "are the original study's Table I: full MNIST (60,000 train / 10,000 test), one seed — different "
-               "data, for orientation only, not a like-for-like comparison." + _diverged_note(runs))
-    return pd.DataFrame(rows), caption
+    caption = f"Train and test accuracy, mean ± sd over n seeds ({_data_line(runs)})." + ORIGINAL_NOTE + \
+        _diverged_note(runs)
+    return _original_beside(pd.DataFrame(rows), caption, " The two 'original' columns are the original study's "
+                            "Table I: full MNIST (60,000 train / 10,000 test), one seed — different data, for "
+                            "orientation only, not a like-for-like comparison.", runs)
 
 
 def spectrum_table(frames) -> tuple[pd.DataFrame, str]:
@@ -109,10 +112,19 @@ def spectrum_table(frames) -> tuple[pd.DataFrame, str]:
                "‖Hv−λv‖/|λ| (worst seed), the Hutchinson trace, gap and ratio are at the final weights; the two "
                f"medians are per-seed medians over the tracked last {', '.join(map(str, steps)) or 'few'} steps, then "
                "averaged. 'ratio < 1' is the fraction of all tracked steps (pooled over seeds) with λ1/λ2 < 1, which "
-               "sorted, converged eigenvalues can only give when λ2 ≤ 0. The last column is the original's median "
-               "ratio (PyHessian, full MNIST, one seed), labelled 'spectral gap' there."
+               "sorted, converged eigenvalues can only give when λ2 ≤ 0." + ORIGINAL_NOTE
                + _diverged_note(frames["runs"]))
-    return pd.DataFrame(rows), caption
+    return _original_beside(pd.DataFrame(rows), caption, " The last column is the original's median ratio "
+                            "(PyHessian, full MNIST, one seed), labelled 'spectral gap' there.", frames["runs"])
+
+
+def _original_beside(table, caption, original_note, runs_frame) -> tuple[pd.DataFrame, str]:
+    """The caption with ``original_note`` (the sentence about the original study's columns) spliced in before its
+    diverged-runs note, for MNIST; for another dataset the original's (MNIST) columns go, and so does the note."""
+    if _datasets(runs_frame) == {"mnist"}:
+        return table, caption.replace(ORIGINAL_NOTE, original_note)
+    table = table.drop(columns=[c for c in table.columns if c.startswith("original")])
+    return table, caption.replace(ORIGINAL_NOTE, "")
 
 
 def _datasets(runs_frame) -> set:
@@ -181,9 +193,9 @@ def pyhessian_table(frames) -> tuple[pd.DataFrame, str]:
     caption = ("Top-2 eigenvalues at the final weights on the same Hessian batch: ours (largest algebraic, sorted, "
                "with residuals) against PyHessian's power iteration with deflation (the original's method, which "
                "finds the largest-magnitude eigenvalues, unsorted, with no convergence test), mean ± sd over n "
-               "seeds. The last column is the original study's PyHessian answer (full MNIST, one seed; only SGD and "
-               "AdaHessian were reported)." + _diverged_note(frames["runs"]))
-    return pd.DataFrame(rows), caption
+               "seeds." + ORIGINAL_NOTE + _diverged_note(frames["runs"]))
+    return _original_beside(pd.DataFrame(rows), caption, " The last column is the original study's PyHessian "
+                            "answer (full MNIST, one seed; only SGD and AdaHessian were reported).", frames["runs"])
 
 
 def instruments_table(frames) -> tuple[pd.DataFrame, str]:
