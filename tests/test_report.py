@@ -229,8 +229,8 @@ def test_full_size_study_gets_its_tables_figures_and_the_comparison_with_the_emb
     assert row["n"] == "2 / 2"
     assert row["same side of 1"] == ("yes" if (expected["truth"] - 1) * (expected["full"] - 1) > 0 else "no")
     test_acc = table[(table.statistic == "test accuracy") & (table.optimizer == "SGD")].iloc[0]
-    check_mean_sd(test_acc["Fashion-MNIST (60,000)"], [built["full"]["sgd", s]["final"]["test_accuracy"] for s in SEEDS])
-    check_mean_sd(test_acc["embedded MNIST (4,000)"], [built["truth"]["sgd", s]["final"]["test_accuracy"] for s in SEEDS])
+    for study, column in (("full", "Fashion-MNIST (60,000)"), ("truth", "embedded MNIST (4,000)")):
+        check_mean_sd(test_acc[column], [built[study]["sgd", s]["final"]["test_accuracy"] for s in SEEDS])
 
 
 def test_accuracy_table_equals_a_recomputation_from_the_fixture(built):
