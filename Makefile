@@ -14,7 +14,7 @@ REPORT ?= $(if $(filter results,$(RESULTS)),report,$(RESULTS)/report)
 SMOKE_DIR ?= .smoke
 OPT_ARGS = $(if $(strip $(OPTIMIZERS)),--optimizers $(OPTIMIZERS))
 
-.PHONY: install test lint reproduce compare smoke sweep study tuned fair projected sweep-smoke report facts status notebooks benchmarks gpu-check \
+.PHONY: install test lint reproduce compare smoke sweep study tuned fair projected full-size sweep-smoke report facts status notebooks benchmarks gpu-check \
         edge-of-stability clean-smoke
 
 install: $(VENV)/.installed
@@ -61,6 +61,9 @@ fair: sweep study tuned
 
 projected: install  # the projected-update experiment: every lam, both regimes, 3 seeds (python -m minima projected)
 	$(PY) -m minima projected --results-dir $(STUDY)
+
+full-size: install  # the study at 60,000 images (Fashion-MNIST), seeds 0-2, every instrument on; hours on 2 cores
+	$(PY) -m minima run --dataset fashion-mnist --seeds 0 1 2 --results-dir $(STUDY)
 
 sweep-smoke: install
 	$(PY) -m minima sweep launch --name smoke $(OPT_ARGS) --seeds 0 1 --lr-grid none --smoke \

@@ -10,10 +10,12 @@ Three measurements, printed as ratios against their targets:
      over repeats. Target: at most 15.5x, i.e. linear in the images.
 (ii) Peak RSS (``resource.getrusage``) of those children: data loading plus one
      full-size epoch, the footprint of a run before its analysis. Target: 4 GiB.
-(iii) The full-data analysis at the final weights of the last full-size epoch:
-     ``curvature.top_eigenpairs(k=20, batch_size=1000)`` (float64, as
-     ``minima.analysis`` computes the full-data outliers) and a 10-probe
-     ``curvature.hessian_trace(batch_size=1000)``, HVPs counted and timed.
+(iii) The full-data analysis at the final weights of the last full-size epoch, as
+     ``minima.analysis`` computes it at full size (``params.FULL_SIZE``):
+     ``curvature.top_eigenpairs(k=20)`` in "mixed" precision (float32 Lanczos,
+     certified in float64) over chunks of 250 images, and a 10-probe float32
+     ``curvature.hessian_trace``, HVPs (and the float64 ones) counted and timed.
+     The study's own runs record the same times in ``curvature.json`` (``make facts``).
      Target: 10 minutes. ``--top-k``, ``--eig-images`` and ``--trace-probes``
      shrink it where the machine is too slow; the script then says what it
      measured and projects the full analysis from it (an HVP's cost is linear
@@ -152,16 +154,18 @@ def curvature_at_scale(args, model_path) -> None:
     n_full = len(data.y_train)
     n_eig = min(args.eig_images, n_full)
     x_eig, y_eig = data.x_train[:n_eig], data.y_train[:n_eig]
-    print(f"\n(iii) full-data analysis at the final weights ({weights}), HVPs over chunks of 1000 images:")
+    chunk, precision = params.FULL_SIZE["full_data_chunk"], params.FULL_SIZE["full_data_precision"]
+    print(f"\n(iii) full-data analysis at the final weights ({weights}), HVPs over chunks of {chunk} images:")
     t0 = time.perf_counter()
     top = curvature.top_eigenpairs(model, F.cross_entropy, x_eig, y_eig, k=args.top_k, tol=params.EIG_TOL,
-                                   batch_size=1000)
+                                   batch_size=chunk, precision=precision)
     eig_s = time.perf_counter() - t0
-    print(f"    top-{args.top_k} eigenpairs (float64) on {n_eig} images: {top.n_hvps} HVPs in {eig_s:.1f} s "
-          f"({eig_s / top.n_hvps:.2f} s per HVP), converged {top.converged}, lambda1 {top.eigenvalues[0]:.4g}")
+    print(f"    top-{args.top_k} eigenpairs ({precision}, certified in {top.certified_in}) on {n_eig} images: "
+          f"{top.n_hvps} HVPs ({top.n_hvps_float64} float64) in {eig_s:.1f} s ({eig_s / top.n_hvps:.2f} s per HVP "
+          f"on average), converged {top.converged}, lambda1 {top.eigenvalues[0]:.4g}")
     t0 = time.perf_counter()
     trace = curvature.hessian_trace(model, F.cross_entropy, data.x_train, data.y_train,
-                                    n_samples=args.trace_probes, batch_size=1000)
+                                    n_samples=args.trace_probes, batch_size=chunk)
     trace_s = time.perf_counter() - t0
     print(f"    Hutchinson trace (float32), {args.trace_probes} probes on {n_full} images: {trace.n_hvps} HVPs in "
           f"{trace_s:.1f} s ({trace_s / trace.n_hvps:.2f} s per HVP), trace {trace.mean:.4g} ± {trace.stderr:.2g}")

@@ -117,7 +117,7 @@ def cmd_run(args) -> int:
     configs = [run_config(opt, seed, smoke=args.smoke, epochs=args.epochs, batch_size=args.batch_size,
                           data_source=args.data_source, data_dir=args.data_dir, dataset=args.dataset,
                           overrides=per_optimizer[opt], results_dir=args.results_dir)
-               for opt in per_optimizer for seed in args.seeds]
+               for seed in args.seeds for opt in per_optimizer]  # seed by seed: a stopped study has whole seeds
     return run_configs(configs, jobs=args.jobs, threads=args.threads, force=args.force, quiet=args.quiet)
 
 

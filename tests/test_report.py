@@ -351,3 +351,8 @@ def test_report_facts_recompute_the_numbers_quoted_in_prose(built, capsys):
     below = sum(int((truth[key]["spectrum"].ratio < 1).sum()) for key in truth)
     assert below == 2 and f"tracked steps with ratio < 1: {below} of {TRACKED * len(truth)};" in out
     assert out.count("loss rise one unit from the minimum") == 2 and out.count("mean 1 (seeds 1 to 1)") == 2
+    full = {opt: np.mean([built["full"][opt, s]["final"]["test_accuracy"] for s in SEEDS]) for opt in OPTIMIZERS}
+    after = out.split("\nfull size (")[1]  # the full-size study's own numbers follow the embedded study's
+    assert after.startswith(f"{built['results'] / 'fashion-mnist'}): 4 complete runs that did not diverge")
+    assert f"test accuracy, mean over seeds: sgd {full['sgd']:.4f}, adam {full['adam']:.4f}\n" in after
+    assert after.count("full size vs embedded: statistic λ1 at the end / SGD's; optimizer Adam") == 1

@@ -165,6 +165,41 @@ def projected_update(results_dir):
             print(f"{name}: " + "; ".join(f"{k} {v}" for k, v in row.items()))
 
 
+def analysis_cost(runs):
+    """The final weights' analysis per run: wall time, and the full-data top-k's HVPs (float64 ones) and time."""
+    for r in runs.itertuples():
+        curv = load_run(r.run_dir).get("curvature") or {}
+        top = curv.get("full_data_top") or {}
+        if curv.get("time_s") is None:
+            continue
+        sens = {row["batch"]: row.get("time_s") for row in curv.get("batch_sensitivity", [])}
+        print(f"final analysis, {r.optimizer} seed {r.seed}: {curv['time_s']:.0f} s in all; full-data top-"
+              f"{len(top.get('eigenvalues', []))} on {top.get('n_samples')} images: {top.get('n_hvps')} HVPs "
+              f"({top.get('n_hvps_float64')} float64) in {top.get('time_s') or float('nan'):.0f} s, converged "
+              f"{top.get('converged')}; sensitivity " + ", ".join(f"{b} {t:.0f} s" for b, t in sens.items() if t))
+
+
+def full_size(results_dir, embedded):
+    """The full-size study (<results>/fashion-mnist): its own numbers, and the embedded findings beside them."""
+    from minima.report import full_size as fs
+
+    if not fs.has_study(results_dir):
+        print(f"full size: no complete run in {fs.study_dir(results_dir)}")
+        return
+    frames = fs.collect_full_size(results_dir)
+    runs = collection.ok_runs(frames)
+    print(f"\nfull size ({fs.study_dir(results_dir)}): {len(runs)} complete runs that did not diverge")
+    accuracy(runs)
+    curvature(runs, frames)
+    spectrum(runs, frames)
+    sharpness(frames)
+    tracking_cost(frames)
+    fair_comparison(frames, "full size")
+    analysis_cost(runs)
+    for row in fs.comparison(embedded, frames).to_dict("records"):
+        print("full size vs embedded: " + "; ".join(f"{k} {v}" for k, v in row.items()))
+
+
 def print_facts(results_dir="results", tuned_dir=None, sweep_dir=None) -> None:
     """Print every quoted number, recomputed from the study in ``results_dir`` (and its tuned study and sweep)."""
     from pathlib import Path
@@ -191,3 +226,4 @@ def print_facts(results_dir="results", tuned_dir=None, sweep_dir=None) -> None:
         fair_comparison(tuned, "tuned learning rates")
     sweep_selection(sweep_dir)
     projected_update(results_dir)
+    full_size(results_dir, frames)
