@@ -7,6 +7,7 @@ Hessian-batch sensitivity, and loss landscapes along eigenvectors and
 filter-normalised random directions.
 """
 
+import resource
 import time
 from pathlib import Path
 
@@ -125,6 +126,8 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
                             f"{n_top} positive eigenvalues (minima.subspace.count_outliers)"},
         "batch_sensitivity": sensitivity,
         "time_s": time.perf_counter() - started,  # the whole analysis above (wall clock; not judged by compare)
+        # the run's process so far, training included (Linux reports KiB); a machine fact, not judged by compare
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
     lo, hi = float(density.nodes.min()), float(density.nodes.max())
     pad = 0.05 * (hi - lo) + 1e-6

@@ -165,6 +165,31 @@ def test_model_state_untouched(dtype):
         assert torch.equal(torch.get_rng_state(), rng)
 
 
+def test_float64_copies_are_freed_after_every_call(monkeypatch):
+    """PyHessian's create-graph backward ties each copied parameter to its .grad's graph (a cycle that Python's
+    collector cannot see); unless the guard breaks it, every call keeps a float64 model and its activations."""
+    import gc
+    import weakref
+
+    model, (x, y) = mlp().float(), batch()  # float32: the path that makes float64 copies
+    x = x.float()
+    alive, deepcopy = [], copy.deepcopy
+
+    def spied(obj, *args, **kwargs):
+        made = deepcopy(obj, *args, **kwargs)
+        alive.extend(weakref.ref(p) for p in made.parameters())
+        return made
+
+    monkeypatch.setattr(curvature.copy, "deepcopy", spied)
+    curvature.top_eigenpairs(model, CE, x, y, k=2)
+    curvature.top_eigenpairs(model, CE, x, y, k=2, precision="mixed", batch_size=15)
+    curvature.hessian_trace(model, CE, x, y, n_samples=3, precision="float64")
+    curvature.spectral_density(model, CE, x, y, n_runs=1, n_steps=4, precision="float64")
+    gc.collect()
+    assert len(alive) == 4 * len(list(model.parameters()))  # each call made its copy ...
+    assert [ref() for ref in alive if ref() is not None] == []  # ... and none survives it
+
+
 def test_warm_start_needs_fewer_hvps():
     model, (x, y) = mlp(), batch()
     before = curvature.top_eigenpairs(model, CE, x, y, k=2, tol=TOL)

@@ -176,7 +176,8 @@ def analysis_cost(runs):
         print(f"final analysis, {r.optimizer} seed {r.seed}: {curv['time_s']:.0f} s in all; full-data top-"
               f"{len(top.get('eigenvalues', []))} on {top.get('n_samples')} images: {top.get('n_hvps')} HVPs "
               f"({top.get('n_hvps_float64')} float64) in {top.get('time_s') or float('nan'):.0f} s, converged "
-              f"{top.get('converged')}; sensitivity " + ", ".join(f"{b} {t:.0f} s" for b, t in sens.items() if t))
+              f"{top.get('converged')}; sensitivity " + ", ".join(f"{b} {t:.0f} s" for b, t in sens.items() if t)
+              + (f"; the process's peak RSS {curv['peak_rss_mib'] / 1024:.2f} GiB" if "peak_rss_mib" in curv else ""))
 
 
 def full_size(results_dir, embedded):
