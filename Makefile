@@ -12,6 +12,9 @@ RUNS ?= runs
 RESULTS ?= results
 REPORT ?= $(if $(filter results,$(RESULTS)),report,$(RESULTS)/report)
 SMOKE_DIR ?= .smoke
+# DATASET=fashion-mnist: make reproduce reruns the full-size study's runs and compares them with results/fashion-mnist
+DATASET ?= mnist
+DATASET_DIR = $(if $(filter mnist,$(DATASET)),,/$(DATASET))
 OPT_ARGS = $(if $(strip $(OPTIMIZERS)),--optimizers $(OPTIMIZERS))
 
 .PHONY: install test lint reproduce compare smoke sweep study tuned fair projected full-size sweep-smoke report facts status notebooks benchmarks gpu-check \
@@ -34,8 +37,8 @@ test: lint
 	$(PY) -m pytest -q
 
 reproduce: install
-	$(PY) -m minima run $(OPT_ARGS) --seeds $(SEEDS) --results-dir $(RUNS)
-	$(PY) -m minima compare $(RUNS) results $(OPT_ARGS) --seeds $(SEEDS)
+	$(PY) -m minima run $(OPT_ARGS) --seeds $(SEEDS) --dataset $(DATASET) --results-dir $(RUNS)
+	$(PY) -m minima compare $(RUNS)$(DATASET_DIR) results$(DATASET_DIR) $(OPT_ARGS) --seeds $(SEEDS)
 
 compare: install
 	$(PY) -m minima compare $(RUNS) results
