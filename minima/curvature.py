@@ -206,7 +206,7 @@ def top_eigenpairs(model, criterion, inputs, targets, k=2, tol=1e-4, init=None, 
     precision, n_hvps_float64 the float64 ones; max_hvps caps n_hvps (the float64
     check of "mixed" always gets its k+1). Eigenvectors have the parameters' dtype.
     init: earlier eigenvectors (e.g. a previous result's `.eigenvectors`); Lanczos
-        then starts from their sum, whose Krylov space holds all of them.
+        then starts from their rank-weighted sum (`krylov.warm_start`), whose Krylov space holds all of them.
     preconditioner: P as tensors shaped like the parameters (e.g. Adam's sqrt(v_hat)
         + eps). A is similar to P^(-1) H, the preconditioned Hessian of Cohen et al.
         2022 (arXiv:2207.14484), so these are P^(-1) H's eigenvalues. Eigenvectors u

@@ -153,9 +153,14 @@ def lanczos_in_stages(hvps, n, device, k, tol, start, max_hvps, gen):
 
 
 def warm_start(vectors, n):
-    """Sum of the orthonormalised earlier eigenvectors (flat), or None if none is usable.
+    """The orthonormalised earlier eigenvectors (flat, in descending order), the i-th weighted by i, summed;
+    None if none is usable.
 
-    Their sum's Krylov space holds all of them, so one start vector serves k pairs.
+    The sum's Krylov space holds all of them, so one start vector serves k pairs. The weights: Lanczos
+    converges to the lower pairs more slowly than to the top one, so they get the larger share of the
+    start. Tracking the top 2 from step to step (benchmarks/bench_eigensolver.py) took a median of 5.0
+    float64 HVPs per step this way against 5.5 with equal weights, and as many at the end of training;
+    the top 10 from 40 steps earlier took as many either way.
     """
     basis = []
     for u in vectors:
@@ -165,4 +170,4 @@ def warm_start(vectors, n):
             u = u - (b @ u) * b
         if u.norm() > 1e-8:
             basis.append(u / u.norm())
-    return sum(basis) if basis else None
+    return sum(i * b for i, b in enumerate(basis, start=1)) if basis else None

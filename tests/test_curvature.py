@@ -206,6 +206,15 @@ def test_warm_start_needs_fewer_hvps():
     assert warm.n_hvps <= 0.6 * cold.n_hvps, (warm.n_hvps, cold.n_hvps)
 
 
+def test_warm_start_weights_the_lower_pairs_more():
+    q, _ = torch.linalg.qr(torch.randn(7, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    u1, u2, u3 = q.T
+    assert torch.allclose(krylov.warm_start([u1, u2, u3], 7), u1 + 2 * u2 + 3 * u3)
+    # not orthonormal on entry: Gram-Schmidt first, in order; a vector in the span of the earlier ones is dropped
+    assert torch.allclose(krylov.warm_start([3 * u1, u1 + u2, 2 * u1], 7), u1 + 2 * u2)
+    assert krylov.warm_start([torch.zeros(7, dtype=torch.float64)], 7) is None
+
+
 def test_batch_size_chunks_give_the_whole_batch_hessian():
     # chunks of 15, 15, 10: an unweighted mean of chunk Hessians would differ
     model, (x, y) = mlp(), batch(n=40)
