@@ -33,6 +33,7 @@ import minima  # noqa: F401 - puts the repository root (cnn_architectures, param
 from minima import training
 from minima.data import hessian_batch, load_mnist
 
+DATA_DIR = Path(minima.__file__).resolve().parents[1] / "data"
 REF_TOL = 1e-12
 EXTRA = 2  # eigenvalues beyond the reported ones: ARPACK converges the wanted ones faster with a margin
 
@@ -75,10 +76,12 @@ def check(folder: Path, data_cache: dict) -> dict:
     cfg = json.loads((folder / "config.json").read_text())
     curv = json.loads((folder / "curvature.json").read_text())
     d, h = cfg["data"], cfg["hessian"]
-    key = (d["train_size"], d["test_size"], d["validation_size"])
+    # the run's own data: the embedded digits, or (full size) the 60,000-image files under data/
+    source, dataset = d.get("source") or "embedded", d.get("dataset", "mnist")
+    key = (source, dataset, d["train_size"], d["test_size"], d["validation_size"])
     if key not in data_cache:
-        data_cache[key] = load_mnist("embedded", train_size=d["train_size"], test_size=d["test_size"],
-                                     validation_size=d["validation_size"], verbose=False)
+        data_cache[key] = load_mnist(source, DATA_DIR, dataset=dataset, train_size=d["train_size"],
+                                     test_size=d["test_size"], validation_size=d["validation_size"], verbose=False)
     x, y = hessian_batch(data_cache[key], h["batch_size"], cfg["seed"])
     model = training.build_model(cfg["seed"])
     model.load_state_dict(torch.load(folder / "model.pt", weights_only=True))

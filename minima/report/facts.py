@@ -180,6 +180,18 @@ def analysis_cost(runs):
               + (f"; the process's peak RSS {curv['peak_rss_mib'] / 1024:.2f} GiB" if "peak_rss_mib" in curv else ""))
 
 
+def study(frames, heading, label):
+    """One study's numbers: accuracy, curvature, spectrum, sharpness, the trackers' cost, the equal-loss gap."""
+    runs = collection.ok_runs(frames)
+    print(f"{heading}{len(runs)} complete runs that did not diverge")
+    accuracy(runs)
+    curvature(runs, frames)
+    spectrum(runs, frames)
+    sharpness(frames)
+    tracking_cost(frames)
+    fair_comparison(frames, label)
+
+
 def full_size(results_dir, embedded):
     """The full-size study (<results>/fashion-mnist): its own numbers, and the embedded findings beside them."""
     from minima.report import full_size as fs
@@ -188,15 +200,8 @@ def full_size(results_dir, embedded):
         print(f"full size: no complete run in {fs.study_dir(results_dir)}")
         return
     frames = fs.collect_full_size(results_dir)
-    runs = collection.ok_runs(frames)
-    print(f"\nfull size ({fs.study_dir(results_dir)}): {len(runs)} complete runs that did not diverge")
-    accuracy(runs)
-    curvature(runs, frames)
-    spectrum(runs, frames)
-    sharpness(frames)
-    tracking_cost(frames)
-    fair_comparison(frames, "full size")
-    analysis_cost(runs)
+    study(frames, f"\nfull size ({fs.study_dir(results_dir)}): ", "full size")
+    analysis_cost(collection.ok_runs(frames))
     for row in fs.comparison(embedded, frames).to_dict("records"):
         print("full size vs embedded: " + "; ".join(f"{k} {v}" for k, v in row.items()))
 
@@ -206,17 +211,10 @@ def print_facts(results_dir="results", tuned_dir=None, sweep_dir=None) -> None:
     from pathlib import Path
 
     frames = collection.collect(results_dir)
-    runs = collection.ok_runs(frames)
-    print(f"{len(runs)} complete runs that did not diverge")
-    accuracy(runs)
-    curvature(runs, frames)
-    spectrum(runs, frames)
-    sharpness(frames)
+    study(frames, "", "original settings")
     gradient_norms(frames)
-    landscapes(runs)
+    landscapes(collection.ok_runs(frames))
     hardest_digits(frames)
-    tracking_cost(frames)
-    fair_comparison(frames, "original settings")
     from minima.report.fair import tuned_study_beside
 
     sweep_dir = sweep_dir or Path(results_dir) / "sweeps" / "tuning"
