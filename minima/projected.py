@@ -156,8 +156,7 @@ class Projection:
                                "its step function must call optimizer.step() once per step")
 
     def state_dict(self) -> dict:
-        vectors = None if self.vectors is None else [[t.detach().cpu() for t in v] for v in self.vectors]
-        return dict(steps=self.steps, vectors=vectors, rows=[dict(r) for r in self.rows])
+        return dict(steps=self.steps, vectors=curvature.vectors_to_cpu(self.vectors), rows=[dict(r) for r in self.rows])
 
     def load_state_dict(self, state) -> None:
         self.steps, self.rows = int(state["steps"]), [dict(r) for r in state["rows"]]
