@@ -301,3 +301,10 @@ def test_smoke_notebook_on_tiny_fashion_mnist_leaves_a_complete_run_folder(tmp_p
     assert recorded["dataset"] == "fashion-mnist" and "FashionMNIST" in recorded["description"]
     assert (recorded["n_train"], recorded["n_test"]) == (params.SMOKE["train_size"], params.SMOKE["test_size"])
     assert not (tmp_path / "results" / "sgd").exists()  # nothing went to MNIST's path
+    # the full-size settings reached the run: the full-data top-k by mixed precision, still certified in float64
+    h = runs.load_json(run_dir / "config.json")["hessian"]
+    assert (h["full_data_precision"], h["full_data_chunk"]) == ("mixed", params.FULL_SIZE["full_data_chunk"])
+    top = runs.load_json(run_dir / "curvature.json")["full_data_top"]
+    assert top["certified_in"] == "float64" and top["n_samples"] == params.SMOKE["train_size"]
+    assert 0 < top["n_hvps_float64"] < top["n_hvps"]  # float32 Lanczos first, then the float64 check
+    assert top["time_s"] > 0 and runs.load_json(run_dir / "curvature.json")["peak_rss_mib"] > 100

@@ -124,3 +124,14 @@ def test_any_constructor_keyword_reaches_the_optimizer(tmp_path):
     sam = helpers.make_config("sam", 0, overrides={"momentum": 0.5, "rho": 0.1}, results_dir=tmp_path)
     opt = optimizers.make_optimizer("sam", model, sam["hyperparameters"])
     assert opt.base_optimizer.param_groups[0]["momentum"] == 0.5 and opt.param_groups[0]["rho"] == 0.1
+
+
+def test_runs_go_seed_by_seed_so_a_stopped_study_has_whole_seeds(tmp_path, monkeypatch):
+    from minima import runner
+
+    seen = []
+    monkeypatch.setattr(runner, "run_configs", lambda configs, **kw: seen.extend(configs) or 0)
+    assert main(["run", "--optimizers", "sgd", "adam", "sam", "--seeds", "0", "1", "--smoke",
+                 "--results-dir", str(tmp_path)]) == 0
+    assert [(c["seed"], c["optimizer"]) for c in seen] == [(0, "sgd"), (0, "adam"), (0, "sam"),
+                                                           (1, "sgd"), (1, "adam"), (1, "sam")]
