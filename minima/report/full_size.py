@@ -46,9 +46,14 @@ def _ratio_cells(frame, column, opt) -> tuple[str, float, float, float]:
     return fair.interval_text(r["ratio"], r["low"], r["high"], ".3g"), r["ratio"], r["low"], r["high"]
 
 
-def _lowest_common_threshold(frames):
-    common = fair.common_thresholds(frames)
-    return min(common) if common else None
+def _lowest_shared_threshold(frames, opt):
+    """The lowest equal-loss threshold that every run of both ``opt`` and SGD reached (None if there is none)."""
+    eq, runs = only_ok(frames["equal_loss"], frames), ok_runs(frames)
+    pair = [opt, fair.BASELINE]
+    n_runs = int(runs.optimizer.isin(pair).sum())
+    reached = eq[eq.optimizer.isin(pair)].dropna(subset=["lambda1"]).groupby("loss_threshold").size()
+    shared = [float(t) for t, n in reached.items() if n == n_runs]
+    return min(shared) if shared else None
 
 
 def _at_threshold(frames, threshold) -> pd.DataFrame:
@@ -101,22 +106,23 @@ def comparison(embedded: dict, full: dict) -> pd.DataFrame:
     for label, key, decimals in PLAIN:
         for opt in opts:
             row(label, opt, _plain(embedded, key, opt, decimals), _plain(full, key, opt, decimals))
-    t_e, t_f = _lowest_common_threshold(embedded), _lowest_common_threshold(full)
-    stages = [("λ1 at the end / SGD's", ok_runs(embedded), ok_runs(full)),
-              ("trace at the end / SGD's", ok_runs(embedded), ok_runs(full)),
-              (f"λ1 at equal loss / SGD's (loss < {t_e:g} / < {t_f:g})" if t_e and t_f else
-               "λ1 at equal loss / SGD's (no threshold every run reached)",
-               _at_threshold(embedded, t_e), _at_threshold(full, t_f))]
-    for label, e, f in stages:
-        column = "trace" if label.startswith("trace") else "lambda1"
+    for label, column in (("λ1 at the end / SGD's", "lambda1"), ("trace at the end / SGD's", "trace"),
+                          ("λ1 at equal loss / SGD's", "lambda1")):
         for opt in opts:
             if opt == fair.BASELINE:
                 continue
+            if label.startswith("λ1 at equal"):  # the lowest training loss that both reached, in each study
+                t_e, t_f = _lowest_shared_threshold(embedded, opt), _lowest_shared_threshold(full, opt)
+                e, f = _at_threshold(embedded, t_e), _at_threshold(full, t_f)
+                shown = " / ".join("none reached" if t is None else f"< {t:g}" for t in (t_e, t_f))
+                label_here = f"{label} (loss {shown})"
+            else:
+                e, f, label_here = ok_runs(embedded), ok_runs(full), label
             e_text, e_est, _, _ = _ratio_cells(e, column, opt)
             f_text, f_est, f_low, f_high = _ratio_cells(f, column, opt)
             side = "—" if not (math.isfinite(e_est) and math.isfinite(f_est)) else (
                 "yes" if (e_est - 1) * (f_est - 1) > 0 else "no")
-            row(label, opt, e_text, f_text, side, fair.supported(f_low, f_high, 1.0))
+            row(label_here, opt, e_text, f_text, side, fair.supported(f_low, f_high, 1.0))
     return pd.DataFrame(rows)
 
 
@@ -126,7 +132,8 @@ def comparison_table(embedded: dict, full: dict) -> tuple[pd.DataFrame, str]:
                "both), mean ± sd over seeds, or a ratio of geometric means to SGD's with a 95 % Welch interval on "
                "the logarithms; n: seeds (embedded / full size). 'Same side of 1' says whether the two estimates "
                "agree in direction, 'supported' whether the full-size interval excludes 1 (– with one seed). "
-               "Equal loss is read at the lowest training-loss threshold that every run of each study reached.")
+               "Equal loss is read, per optimizer and study, at the lowest training-loss threshold that every run "
+               "of that optimizer and of SGD reached (embedded / full size).")
     return comparison(embedded, full), caption
 
 
