@@ -72,19 +72,15 @@ def write_full_size_tables(results_dir, embedded: dict, tables_dir) -> list:
     """The full-size study's tables (``<results>/fashion-mnist``): every summary table and the fair comparison's,
     prefixed ``full_size_``, and the embedded study's findings beside it (``full_size_comparison``); none without
     its runs."""
-    import params
     from minima.report import full_size
-    from minima.report.fair import fair_tables
     from minima.report.tables import summary_tables
 
     if not full_size.has_study(results_dir):
         return []
     frames = full_size.collect_full_size(results_dir)
     named = {f"full_size_{name}": made for name, made in summary_tables(frames).items()}
-    named.update({f"fair_full_size_{name}": made
-                  for name, made in fair_tables(frames, params.EQUAL_LOSS_THRESHOLDS).items()})
     named["full_size_comparison"] = full_size.comparison_table(embedded, frames)
-    written = []
+    written = write_fair_tables({"full_size": frames}, tables_dir)  # fair_full_size_<table>
     for stem, (table, caption) in named.items():
         written += write_table(tables_dir, stem, stem.replace("_", " ").capitalize(), table, caption)
     return written

@@ -154,6 +154,12 @@ def sweep_selection(sweep_dir):
               f"± {r.val_accuracy_sd:.4f}, test {r.test_accuracy_mean:.4f} (grid {grid.min():g} to {grid.max():g})")
 
 
+def _print_rows(label, table):
+    """A table's rows, one line each: ``label: column value; column value; ...``."""
+    for row in table.to_dict("records"):
+        print(f"{label}: " + "; ".join(f"{k} {v}" for k, v in row.items()))
+
+
 def projected_update(results_dir):
     """The projected-update experiment: the check, each regime's losses against SGD, the curvature, the cost."""
     from minima.report import projected
@@ -161,8 +167,7 @@ def projected_update(results_dir):
     if not projected.has_experiment(results_dir):
         return
     for name, (table, _) in projected.tables(projected.collect(results_dir)).items():
-        for row in table.to_dict("records"):
-            print(f"{name}: " + "; ".join(f"{k} {v}" for k, v in row.items()))
+        _print_rows(name, table)
 
 
 def analysis_cost(runs):
@@ -202,8 +207,7 @@ def full_size(results_dir, embedded):
     frames = fs.collect_full_size(results_dir)
     study(frames, f"\nfull size ({fs.study_dir(results_dir)}): ", "full size")
     analysis_cost(collection.ok_runs(frames))
-    for row in fs.comparison(embedded, frames).to_dict("records"):
-        print("full size vs embedded: " + "; ".join(f"{k} {v}" for k, v in row.items()))
+    _print_rows("full size vs embedded", fs.comparison(embedded, frames))
 
 
 def print_facts(results_dir="results", tuned_dir=None, sweep_dir=None) -> None:
