@@ -9,6 +9,7 @@
     python -m minima sweep launch | status | collect --name NAME ...
     python -m minima projected [--groups check early final refresh] [--results-dir runs]
     python -m minima notebooks [--force]
+    python -m minima reanalyse RUN_DIR [RUN_DIR ...] [--data-dir data]
 
 New runs go to ``runs/`` (git-ignored); ``results/`` is the committed study,
 written only when ``--results-dir results`` says so. Bad input is one line
@@ -104,7 +105,9 @@ def parser() -> argparse.ArgumentParser:
     nbs.add_argument("--force", action="store_true", help="overwrite notebooks that were edited by hand")
     nbs.set_defaults(func=cmd_notebooks)
     from minima.projected_study import add_parser as add_projected
+    from minima.reanalyse import add_parser as add_reanalyse
     add_projected(sub, DEFAULT_RUNS)
+    add_reanalyse(sub)
     sub.add_parser("sweep", help="optimizer x setting x seed sweeps (python -m minima sweep --help)", add_help=False)
     return p
 

@@ -63,7 +63,8 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
     started = time.perf_counter()
     x, y = hessian_batch(data, h["batch_size"], seed)
     progress(f"top-{h['final_top_k']} eigenpairs on the {len(y)}-sample Hessian batch")
-    top = curvature.top_eigenpairs(model, CRITERION, x, y, k=h["final_top_k"], tol=h["tol"])
+    # every final-weights solve is guarded against a missed eigenvalue (curvature.top_eigenpairs(guard=True))
+    top = curvature.top_eigenpairs(model, CRITERION, x, y, k=h["final_top_k"], tol=h["tol"], guard=True)
     # PyHessian's own answer, as the original computed it, judged at our tol
     original = curvature.top_eigenpairs(model, CRITERION, x, y, k=2, tol=h["tol"], method="pyhessian",
                                         max_hvps=h.get("pyhessian_max_hvps") or 500)
@@ -82,7 +83,7 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
         progress(f"top-{n_top} eigenvalues of the full training set's Hessian ({len(full_y)} samples, "
                  f"{precision} precision)")
         outliers = curvature.top_eigenpairs(model, CRITERION, full_x, full_y, k=n_top, tol=h["tol"],
-                                            batch_size=chunk, precision=precision)
+                                            batch_size=chunk, precision=precision, guard=True)
         outliers_s = time.perf_counter() - t0
     sensitivity = []
     for size in h["sensitivity_batches"]:
@@ -98,18 +99,20 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
         else:
             bx, by = hessian_batch(data, size, seed)
             progress(f"Hessian-batch sensitivity: {len(by)} samples")
-            eig = curvature.top_eigenpairs(model, CRITERION, bx, by, k=2, tol=h["tol"], batch_size=chunk)
+            eig = curvature.top_eigenpairs(model, CRITERION, bx, by, k=2, tol=h["tol"], batch_size=chunk, guard=True)
             tr = curvature.hessian_trace(model, CRITERION, bx, by, n_samples=h["sensitivity_trace_samples"],
                                          seed=seed, batch_size=chunk)
         sensitivity.append({"batch": str(size), "n_samples": len(by), "lambda1": eig.eigenvalues[0],
                             "lambda2": eig.eigenvalues[1], "residual1": eig.residuals[0], "residual2": eig.residuals[1],
-                            "converged": eig.converged, "certified_in": eig.certified_in, "trace": tr.mean,
+                            "converged": eig.converged, "certified_in": eig.certified_in, "guard": eig.guard,
+                            "trace": tr.mean,
                             "trace_stderr": tr.stderr, "trace_samples": len(tr.samples),
                             "time_s": time.perf_counter() - t0})
     summary = {
         "hessian_batch_size": len(y),
         "top_eigenvalues": top.eigenvalues, "residuals": top.residuals, "n_hvps": top.n_hvps,
         "n_hvps_float64": top.n_hvps_float64, "converged": top.converged, "certified_in": top.certified_in,
+        "guard": top.guard,
         "gap": top.eigenvalues[0] - top.eigenvalues[1],
         # the ratio is undefined unless lambda2 > 0
         "ratio": top.eigenvalues[0] / top.eigenvalues[1] if top.eigenvalues[1] > 0 else None,
@@ -120,7 +123,7 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
         "full_data_top": None if outliers is None else {
             "n_samples": len(full_y), "eigenvalues": outliers.eigenvalues, "residuals": outliers.residuals,
             "converged": outliers.converged, "certified_in": outliers.certified_in, "n_hvps": outliers.n_hvps,
-            "n_hvps_float64": outliers.n_hvps_float64, "time_s": outliers_s,
+            "n_hvps_float64": outliers.n_hvps_float64, "guard": outliers.guard, "time_s": outliers_s,
             "n_outliers": subspace.count_outliers(outliers.eigenvalues),
             "outlier_rule": "the position of the largest ratio lambda_i / lambda_(i+1) among the top "
                             f"{n_top} positive eigenvalues (minima.subspace.count_outliers)"},

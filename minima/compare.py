@@ -27,7 +27,8 @@ import params
 from minima import runs
 
 FILES = (runs.HISTORY, runs.FINAL, runs.SPECTRUM, runs.SHARPNESS, runs.CURVATURE, runs.LANDSCAPE, runs.DENSITY)
-NOT_JUDGED = re.compile(r"(_s$|_s\[|residual|n_hvps|hvps|started|time|rss)")  # clocks, memory, solver effort
+# clocks, memory, solver effort (the missed-eigenvalue guard's record too: what it changes, the eigenvalues show)
+NOT_JUDGED = re.compile(r"(_s$|_s\[|residual|n_hvps|hvps|started|time|rss|guard)")
 EIGEN = re.compile(r"(lambda|eigen|gap|ratio|eig_|density|nodes|weights|pyhessian)")
 CONFIG_KEYS = ("optimizer", "seed", "hyperparameters", "epochs", "batch_size", "smoke", "hessian", "landscape")
 

@@ -11,16 +11,25 @@ numpy only): lift it out together with `curvature`.
 - `lanczos_in_stages`: Lanczos on a sequence of approximations of the same
   operator (e.g. its float32 then its float64 products), each stage starting from
   the previous one's top k+1 Ritz vectors; the last stage's bounds certify.
+- `missed_eigenvalue`, `lanczos_guarded`: the guard against an eigenvalue the
+  solver never saw (which no residual bound can reveal): Lanczos from a fresh
+  random start on the complement of the pairs found, and a re-solve with any
+  direction it finds.
 - `warm_start`, `add_direction`: start vectors from earlier eigenvectors, and the
   Gram-Schmidt step shared with stochastic Lanczos quadrature.
 
 Vectors are flat float64 tensors; operators take and return them.
 """
 
+import math
+
 import numpy as np
 import torch
 
 MAX_BASIS = 60        # Lanczos basis rows kept before a thick restart (2 x 60 float64 copies of the vector)
+GUARD_STEPS = 40      # Krylov dimension of the guard's search (one product each)
+GUARD_FAILURE = 0.01  # the chance its resolution allows of missing an eigenvalue above it
+GUARD_ROUNDS = 3      # searches (and re-solves) before a solve with eigenvalues still missing is declared unconverged
 
 
 def error_bounds(theta, rnorm):
@@ -143,13 +152,101 @@ def lanczos_in_stages(hvps, n, device, k, tol, start, max_hvps, gen):
     Returns the last stage's values, vectors and residual norms (top k+1), the
     products each stage spent, and whether the last stage certified the top k.
     """
-    rows, counts = start[None], []
+    rows, counts = (start if start.dim() == 2 else start[None]), []
     for i, hvp in enumerate(hvps):
         last = i + 1 == len(hvps)
         budget = max(len(rows), max_hvps - sum(counts)) if last else min(basis_size(n, k), max(k, max_hvps - (k + 1)))
         theta, rows, rnorm, used, converged = lanczos(hvp, n, device, k, tol, rows, budget, gen)
         counts.append(used)
     return theta, rows, rnorm, counts, converged
+
+
+def missed_eigenvalue(hvp, n, device, found, limit, steps, gen):
+    """Search for an eigenvalue of A above `limit` outside the span of `found` (orthonormal rows).
+
+    Residual bounds place each Ritz value near *some* eigenvalue; none shows that
+    an eigenvalue was skipped. A start vector nearly orthogonal to an eigenvector
+    keeps it out of the Krylov space until the others have converged: on a
+    Fashion-MNIST LeNet5 Hessian, Lanczos certified the 6th eigenvalue (15.252)
+    as the 5th and never saw the 5th (15.653). This runs Lanczos, `steps` products
+    at most, on P A P, P the projector onto the complement of `found`, from a fresh
+    random start there. Its Ritz values are lower bounds on P A P's largest
+    eigenvalue, so one above `limit` proves an eigenvalue the solve missed
+    (up to the found vectors' own residuals): the search stops and returns its
+    Ritz vector. If none rises above `limit`, the miss it rules out is
+    probabilistic: by Kuczynski and Wozniakowski (SIAM J. Matrix Anal. Appl. 13,
+    1992), m Lanczos steps from a uniformly random start on a positive
+    semi-definite B underestimate its top eigenvalue by more than a fraction eps
+    with probability at most 1.648 sqrt(N) exp(-sqrt(eps) (2m - 1)). Applied to
+    B = P A P - a I, a = min(0, the search's lowest Ritz value) standing in for the
+    spectrum's lower end, an eigenvalue more than eps/(1 - eps) (limit - a) above
+    `limit` is found with probability >= 1 - GUARD_FAILURE: that margin is the
+    returned `resolution` (0 once the Krylov space is exhausted, hence exact).
+    Returns (the Ritz vector of a missed eigenvalue or None, resolution or None
+    if something was missed, products spent).
+    """
+    def deflated(v):
+        v = v - found.T @ (found @ v)
+        w = hvp(v)
+        return w - found.T @ (found @ w)
+
+    dim = n - len(found)
+    size = min(steps, dim)
+    V = torch.empty(size, n, dtype=torch.float64, device=device)
+    W = torch.empty_like(V)
+    v = torch.randn(n, generator=gen, dtype=torch.float64).to(device)
+    m, exhausted, theta = 0, False, None
+    while m < size:
+        v = v - found.T @ (found @ v)
+        if not add_direction(V, W, m, v, deflated, gen):
+            exhausted = True
+            break
+        m += 1
+        T = V[:m] @ W[:m].T
+        theta, S = torch.linalg.eigh((T + T.T) / 2)
+        if theta[-1] > limit:
+            return S[:, -1] @ V[:m], None, m
+        top = S[:, -1]
+        v = top @ W[:m] - theta[-1] * (top @ V[:m])  # the top Ritz pair's residual: plain Lanczos
+    if exhausted or m == dim:
+        return None, 0.0, m
+    lowest = min(0.0, float(theta[0])) if theta is not None else 0.0
+    eps = (math.log(1.648 * math.sqrt(dim) / GUARD_FAILURE) / (2 * m - 1)) ** 2
+    return None, (math.inf if eps >= 1 else eps / (1 - eps) * (limit - lowest)), m
+
+
+def lanczos_guarded(hvps, n, device, k, tol, start, max_hvps, gen, guard_steps=GUARD_STEPS):
+    """`lanczos_in_stages`, then `missed_eigenvalue` on the first (cheapest) operator of `hvps`.
+
+    A missed eigenvalue counts once it lies above the k-th found one by more than
+    tol |theta_k| (closer, it leaves every reported value within tol of its own).
+    Its direction joins the found top k as the start block of a new solve, which is
+    then searched again, GUARD_ROUNDS searches at most; if every one of them found
+    an eigenvalue, the result is declared not converged. max_hvps caps the solves; each search adds up to
+    guard_steps products of the first operator. Returns the last solve's values,
+    vectors and residual norms, the products each stage spent, whether it is
+    certified, and the guard's record: its products, the eigenvalues it found, and
+    the resolution of its last search (see `missed_eigenvalue`; None if no search ran).
+    """
+    theta, rows, rnorm, counts, converged = lanczos_in_stages(hvps, n, device, k, tol, start, max_hvps, gen)
+    guard = dict(n_hvps=0, found=0, resolution=None)
+    for _round in range(GUARD_ROUNDS):
+        if not converged or guard_steps <= 0:
+            break
+        limit = theta[k - 1] + tol * abs(theta[k - 1])
+        missed, resolution, used = missed_eigenvalue(hvps[0], n, device, rows[:k], limit, guard_steps, gen)
+        guard["n_hvps"] += used
+        guard["resolution"] = resolution
+        if missed is None:
+            break
+        guard["found"] += 1
+        block = torch.cat([rows[:k], missed[None]])
+        theta, rows, rnorm, more, converged = lanczos_in_stages(hvps, n, device, k, tol, block,
+                                                                max(k + 1, max_hvps - sum(counts)), gen)
+        counts = [a + b for a, b in zip(counts, more)]
+    else:
+        converged = False  # every round found another: give up rather than certify
+    return theta, rows, rnorm, counts, converged, guard
 
 
 def warm_start(vectors, n):

@@ -239,6 +239,72 @@ def test_invalid_arguments():
             call()
 
 
+# ----------------------------------------------------------------------------- missed eigenvalues
+
+CLUSTER = [56.8, 39.5, 23.06, 16.95, 15.653, 15.251, 14.9, 14.0]  # the Fashion-MNIST AdaGrad run's top, rounded
+
+
+def clustered(n=300, seed=3):
+    """A dense symmetric matrix whose 5th and 6th eigenvalues are 2.6 % apart above a bulk in [-0.5, 1]."""
+    g = torch.Generator().manual_seed(seed)
+    Q, _ = torch.linalg.qr(torch.randn(n, n, generator=g, dtype=torch.float64))
+    values = torch.tensor(CLUSTER + list(np.linspace(-0.5, 1.0, n - len(CLUSTER))), dtype=torch.float64)
+    return Q @ torch.diag(values) @ Q.T, Q, values
+
+
+def test_a_start_blind_to_the_kth_eigenvector_is_certified_wrong_and_the_guard_finds_it():
+    A, Q, values = clustered()
+    n, k = A.shape[0], 5
+    gen = torch.Generator().manual_seed(1)
+    start = torch.randn(n, generator=gen, dtype=torch.float64)
+    start -= (Q[:, 4] @ start) * Q[:, 4]  # no component along the 5th eigenvector
+
+    def hvp(v):
+        return A @ v
+
+    theta, _, _, _, converged = krylov.lanczos_in_stages([hvp], n, "cpu", k, TOL, start, 500, gen)
+    # the residual bounds certify, yet the 5th value reported is the 6th eigenvalue
+    assert converged and abs(theta[4] - CLUSTER[5]) < 1e-6
+    assert relative_errors(theta[:k], values[:k].numpy())[4] > 100 * TOL
+    theta, rows, _, counts, converged, guard = krylov.lanczos_guarded([hvp], n, "cpu", k, TOL, start, 500, gen)
+    assert converged and guard["found"] >= 1
+    assert np.all(relative_errors(theta[:k], values[:k].numpy()) <= TOL)
+    # its last search saw nothing above the new 5th value, and says how far above it could have missed one
+    assert 0 < guard["resolution"] < CLUSTER[4] - CLUSTER[5]
+    assert guard["n_hvps"] <= krylov.GUARD_ROUNDS * krylov.GUARD_STEPS
+
+
+def test_the_guard_leaves_a_correct_solve_alone():
+    A, Q, values = clustered()
+    n, k = A.shape[0], 3  # lambda_3 = 23.06 is far above lambda_4: nothing to miss
+    start = torch.randn(n, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
+    plain = krylov.lanczos_in_stages([lambda v: A @ v], n, "cpu", k, TOL, start, 500,
+                                     torch.Generator().manual_seed(5))
+    guarded = krylov.lanczos_guarded([lambda v: A @ v], n, "cpu", k, TOL, start, 500,
+                                     torch.Generator().manual_seed(5))
+    assert guarded[0] == plain[0] and guarded[3] == plain[3]
+    assert guarded[5]["found"] == 0 and guarded[5]["n_hvps"] == krylov.GUARD_STEPS
+    assert np.all(relative_errors(guarded[0][:k], values[:k].numpy()) <= TOL)
+
+
+def test_guard_through_top_eigenpairs_and_an_exhausted_search_is_exact():
+    # the warm start holds every top eigenvector but the 5th: its Krylov space cannot see that one
+    spectrum = [9.0, 7.0, 5.0, 3.0, 2.9, 2.8] + list(np.linspace(-0.5, 0.5, 14))
+    model, criterion, x, A = quadratic(spectrum)
+    exact = descending_eigenvalues(A)
+    vals, vecs = torch.linalg.eigh(A)
+    blind = [[vecs[:, -i].reshape(1, -1).clone()] for i in (1, 2, 3, 4, 6)]
+    r = curvature.top_eigenpairs(model, criterion, x, A, k=5, tol=TOL, init=blind)
+    assert r.converged and r.guard is None and abs(r.eigenvalues[4] - 2.8) < 1e-8  # certified, and wrong
+    g = curvature.top_eigenpairs(model, criterion, x, A, k=5, tol=TOL, init=blind, guard=True)
+    assert g.converged and g.guard["found"] == 1
+    assert np.all(relative_errors(g.eigenvalues, exact[:5]) <= TOL)
+    assert g.guard["resolution"] == 0.0  # 20 parameters: the search spans the whole complement
+    assert g.n_hvps > r.n_hvps and g.n_hvps_float64 == g.n_hvps
+    with pytest.raises(ValueError, match="guard=True needs method='lanczos'"):
+        curvature.top_eigenpairs(model, criterion, x, A, k=2, method="pyhessian", guard=True)
+
+
 # ----------------------------------------------------------------------------- precision
 
 def test_float32_certificate_is_wrong_at_a_flat_minimum_float64_one_holds(flat_minimum):

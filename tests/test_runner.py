@@ -114,6 +114,35 @@ def test_finished_runs_are_skipped_and_status_lists_them(smoke_results, capsys):
     assert counts["done"] == len(OPTIMIZERS)
 
 
+def test_reanalyse_redoes_the_final_analysis_from_model_pt_and_nothing_else(smoke_results, tmp_path, capsys):
+    import shutil
+
+    import numpy as np
+    rc, results = smoke_results
+    run_dir = tmp_path / "adam" / "seed0"
+    shutil.copytree(results / "adam" / "seed0", run_dir)
+    kept = {f.name: f.read_bytes() for f in run_dir.iterdir() if f.name not in ("curvature.json", "density.npz",
+                                                                                "landscape.npz", "done")}
+    before = json.loads((run_dir / "curvature.json").read_text())
+    (run_dir / "curvature.json").write_text(json.dumps(dict(before, top_eigenvalues=[1.0, 0.5])))  # stale values
+    assert main(["reanalyse", str(run_dir)]) == 0
+    after = json.loads((run_dir / "curvature.json").read_text())
+    # the same code on the same weights gives the run's own numbers back, and only the analysis files change
+    assert after["top_eigenvalues"] == before["top_eigenvalues"] and after["guard"]["found"] == 0
+    assert after["trace"] == before["trace"]
+    with np.load(results / "adam" / "seed0" / "landscape.npz") as a, np.load(run_dir / "landscape.npz") as b:
+        assert all(np.array_equal(a[k], b[k]) for k in a.files)
+    assert {f.name: f.read_bytes() for f in run_dir.iterdir() if f.name in kept} == kept
+    record = json.loads((run_dir / "reanalysis.json").read_text())
+    assert record["before"]["top_eigenvalues"] == [1.0, 0.5] and "git_commit" in record["provenance"]
+    assert (run_dir / "done").exists() and not (run_dir / ".reanalyse").exists() and not (run_dir / "lock").exists()
+    # an unfinished run is refused with one line, before any work
+    (run_dir / "done").unlink()
+    capsys.readouterr()
+    assert main(["reanalyse", str(run_dir)]) == 2
+    assert "is not a complete run (missing: done); reanalyse redoes finished runs only" in capsys.readouterr().err
+
+
 def test_any_constructor_keyword_reaches_the_optimizer(tmp_path):
     config = helpers.make_config("sgd", 0, overrides={"momentum": 0.9, "nesterov": True}, results_dir=tmp_path)
     assert config["hyperparameters"] == {"lr": 0.1, "momentum": 0.9, "nesterov": True}
