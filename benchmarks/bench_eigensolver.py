@@ -216,6 +216,7 @@ def main():
                                                       pyhessian_tol=chosen), REPEATS)
     cold = {p: timed(lambda p=p: curvature.top_eigenpairs(model, CE, hx, hy, k=2, tol=TOL, precision=p), REPEATS)
             for p in PRECISIONS}
+    guarded, t_guarded = timed(lambda: curvature.top_eigenpairs(model, CE, hx, hy, k=2, tol=TOL, guard=True), REPEATS)
     rows = track(model, opt, data, loader, hx, hy, {p: cold[p][0].eigenvectors for p in PRECISIONS})
 
     print(f"\n{'method':<40} {'HVPs':>6} {'f64':>5} {'time [s]':>9} {'max rel err':>12} {'converged':>10}")
@@ -232,6 +233,9 @@ def main():
         print(f"{'  cold on the same steps, median':<40} {med(w['cold']):6.1f} {med(w['cold64']):5.1f} "
               f"{med(w['t_cold']):9.3f}")
 
+    print(f"{'top_eigenpairs float64, cold, guarded':<40} {guarded.n_hvps:6d} {guarded.n_hvps_float64:5d} "
+          f"{t_guarded:9.3f} {rel_err(guarded.eigenvalues, exact):12.1e} {str(guarded.converged):>10}")
+
     ok = lambda b: "met" if b else "MISSED"  # noqa: E731
     print(f"\nratios to PyHessian at tol {chosen:g} ({py.n_hvps} HVPs, {t_py:.3f} s), HVPs of either precision:")
     for p in PRECISIONS:
@@ -242,6 +246,11 @@ def main():
               f"warm HVPs/step {r_warm:.3f} (<= 0.2: {ok(r_warm <= 0.2)}; {min(w['hvps'])}-{max(w['hvps'])} per step), "
               f"time {med(w['t']) / t_py:.2f}; "
               f"accuracy cold {ok(rel_err(r.eigenvalues, exact) <= TOL)}, warm {ok(max(w['err']) <= TOL)}")
+    r_guard = guarded.n_hvps / py.n_hvps
+    print(f"  with the missed-eigenvalue guard (every final-weights solve; tracking is unguarded): cold HVPs "
+          f"{r_guard:.3f} (<= 0.5: {ok(r_guard <= 0.5)}; {guarded.guard['n_hvps']} of its {guarded.n_hvps} products "
+          f"are the search, found {guarded.guard['found']}, resolution {guarded.guard['resolution']:.3g}), "
+          f"time {t_guarded / t_py:.2f}")
     t64, t32 = med(rows["float64"]["t"]), med(rows["model"]["t"])
     print(f"float64 vs float32 per tracked step: {t64:.3f} s vs {t32:.3f} s ({t64 / t32:.2f}x); tracking the last "
           f"100 steps adds about {100 * t64:.0f} s to a run (= {100 * t64 / (sgd_ms / 1e3):.0f} SGD steps at "

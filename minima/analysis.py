@@ -83,7 +83,7 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
         progress(f"top-{n_top} eigenvalues of the full training set's Hessian ({len(full_y)} samples, "
                  f"{precision} precision)")
         outliers = curvature.top_eigenpairs(model, CRITERION, full_x, full_y, k=n_top, tol=h["tol"],
-                                            batch_size=chunk, precision=precision, guard=True)
+                                            batch_size=chunk, precision=precision, guard=True, progress=progress)
         outliers_s = time.perf_counter() - t0
     sensitivity = []
     for size in h["sensitivity_batches"]:

@@ -37,6 +37,7 @@ import contextlib
 import copy
 import importlib
 import math
+import time
 import warnings
 from dataclasses import dataclass
 
@@ -151,6 +152,26 @@ def _engine(model, criterion, inputs, targets, batch_size, copies, float64=False
     return H, hvp, str(H.params[0].dtype).removeprefix("torch.")
 
 
+PROGRESS_EVERY = 10  # products between two progress lines
+
+
+def _reporting(ops, progress):
+    """The operators of `ops` with their products counted together and a line to `progress` every PROGRESS_EVERY."""
+    count, started = [0], time.perf_counter()
+
+    def wrap(hvp, dtype):
+        def counted(v):
+            out = hvp(v)
+            count[0] += 1
+            if count[0] % PROGRESS_EVERY == 0:
+                progress(f"  {count[0]} Hessian-vector products (the last in {dtype}), "
+                         f"{time.perf_counter() - started:.0f} s")
+            return out
+        return counted
+
+    return [(H, wrap(hvp, dtype), dtype) for H, hvp, dtype in ops]
+
+
 def vectors_to_cpu(vectors):
     """Eigenvectors (lists of per-parameter tensors) detached onto the CPU, for a checkpoint; None stays None."""
     return None if vectors is None else [[t.detach().cpu() for t in v] for v in vectors]
@@ -190,7 +211,7 @@ def _scaling(preconditioner, params, device):
 
 def top_eigenpairs(model, criterion, inputs, targets, k=2, tol=1e-4, init=None, method="lanczos",
                    batch_size=None, max_hvps=500, seed=0, pyhessian_tol=1e-3, precision="float64",
-                   preconditioner=None, guard=False) -> EigenResult:
+                   preconditioner=None, guard=False, progress=None) -> EigenResult:
     """The k largest algebraic eigenvalues of A = P^(-1/2) H P^(-1/2), H the Hessian of
     criterion(model(inputs), targets), P a positive diagonal (the identity by default).
 
@@ -231,6 +252,8 @@ def top_eigenpairs(model, criterion, inputs, targets, k=2, tol=1e-4, init=None, 
         with probability >= 99 %. Off by default: a warm start from the last step's
         pairs (tracking) would pay 40 products for 5; `minima.analysis` turns it on
         for every final-weights solve. Lanczos only.
+    progress: a callable given one line every PROGRESS_EVERY products (count, precision,
+        seconds so far), for solves that take minutes (the full training set's Hessian).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -255,6 +278,8 @@ def top_eigenpairs(model, criterion, inputs, targets, k=2, tol=1e-4, init=None, 
             if not wide or precision == "mixed" or method == "pyhessian" else []
         ops += [_engine(model, criterion, inputs, targets, batch_size, copies, float64=True, scale=scale)] \
             if wide else []
+        if progress is not None:
+            ops = _reporting(ops, progress)
         if method == "lanczos":
             start = torch.randn(n, generator=gen, dtype=torch.float64).to(device)
             warm = warm_start([_flat(u, device) for u in init], n) if init else None

@@ -45,7 +45,8 @@ def error_bounds(theta, rnorm):
     credit. The bottom pair has no neighbour below unless the solver supplies one
     (Lanczos passes its (k+1)-th Ritz value), and falls back to Weyl. What no
     residual can show is an eigenvalue the solver never saw: Krylov subspaces
-    make that unlikely, power iteration on an indefinite Hessian makes it routine.
+    make that rare (it happened once in 29 committed runs), power iteration on an
+    indefinite Hessian makes it routine; `missed_eigenvalue` searches for one.
     The bounds are for the operator whose products gave r, whatever its rounding.
     """
     bounds = []

@@ -305,6 +305,16 @@ def test_guard_through_top_eigenpairs_and_an_exhausted_search_is_exact():
         curvature.top_eigenpairs(model, criterion, x, A, k=2, method="pyhessian", guard=True)
 
 
+def test_long_solves_report_progress_every_ten_products():
+    model, (x, y) = mlp(), batch()
+    lines = []
+    r = curvature.top_eigenpairs(model, CE, x, y, k=3, tol=TOL, guard=True, progress=lines.append)
+    assert len(lines) == r.n_hvps // curvature.PROGRESS_EVERY > 0
+    assert lines[0].startswith("  10 Hessian-vector products (the last in float64)")
+    quiet = curvature.top_eigenpairs(model, CE, x, y, k=3, tol=TOL, guard=True)
+    assert quiet.eigenvalues == r.eigenvalues  # reporting changes nothing
+
+
 # ----------------------------------------------------------------------------- precision
 
 def test_float32_certificate_is_wrong_at_a_flat_minimum_float64_one_holds(flat_minimum):
