@@ -129,6 +129,8 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
                             f"{n_top} positive eigenvalues (minima.subspace.count_outliers)"},
         "batch_sensitivity": sensitivity,
         "time_s": time.perf_counter() - started,  # the whole analysis above (wall clock; not judged by compare)
+        # the code that did it: a resumed run's config.json records the commit that started the run
+        "analysis_git_commit": runs.git_commit(),
         # the run's process so far, training included (Linux reports KiB); a machine fact, not judged by compare
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }

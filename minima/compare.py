@@ -28,7 +28,7 @@ from minima import runs
 
 FILES = (runs.HISTORY, runs.FINAL, runs.SPECTRUM, runs.SHARPNESS, runs.CURVATURE, runs.LANDSCAPE, runs.DENSITY)
 # clocks, memory, solver effort (the missed-eigenvalue guard's record too: what it changes, the eigenvalues show)
-NOT_JUDGED = re.compile(r"(_s$|_s\[|residual|n_hvps|hvps|started|time|rss|guard)")
+NOT_JUDGED = re.compile(r"(_s$|_s\[|residual|n_hvps|hvps|started|time|rss|guard|git_commit)")
 EIGEN = re.compile(r"(lambda|eigen|gap|ratio|eig_|density|nodes|weights|pyhessian)")
 CONFIG_KEYS = ("optimizer", "seed", "hyperparameters", "epochs", "batch_size", "smoke", "hessian", "landscape")
 
