@@ -38,8 +38,8 @@ def _check(run_dir: Path) -> dict:
     if not run_dir.is_dir():
         raise StudyError(f"{run_dir} is not a folder; give run folders such as results/sgd/seed0")
     missing = [f for f in (runs.CONFIG, runs.FINAL, runs.MODEL) if not (run_dir / f).is_file()]
-    staged = (run_dir / STAGING).is_dir() and all((run_dir / STAGING / f).is_file() for f in REDONE)
-    if missing or not (runs.is_done(run_dir) or staged):
+    interrupted = (run_dir / STAGING).is_dir()  # a reanalysis stopped between the marker and the renames
+    if missing or not (runs.is_done(run_dir) or interrupted):
         raise StudyError(f"{run_dir} is not a complete run (missing: {', '.join(missing) or runs.DONE}); "
                          "reanalyse redoes finished runs only: finish it with python -m minima run")
     config = runs.load_json(run_dir / runs.CONFIG)
