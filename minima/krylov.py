@@ -196,22 +196,20 @@ def missed_eigenvalue(hvp, n, device, found, limit, steps, gen):
     V = torch.empty(size, n, dtype=torch.float64, device=device)
     W = torch.empty_like(V)
     v = torch.randn(n, generator=gen, dtype=torch.float64).to(device)
-    m, exhausted, theta = 0, False, None
+    m = 0
     while m < size:
         v = v - found.T @ (found @ v)
         if not add_direction(V, W, m, v, deflated, gen):
-            exhausted = True
             break
         m += 1
-        T = V[:m] @ W[:m].T
-        theta, S = torch.linalg.eigh((T + T.T) / 2)
-        if theta[-1] > limit:
-            return S[:, -1] @ V[:m], None, m
-        top = S[:, -1]
-        v = top @ W[:m] - theta[-1] * (top @ V[:m])  # the top Ritz pair's residual: plain Lanczos
-    if exhausted or m == dim:
+        _, Y, R, theta, _ = _ritz(V, W, m, 0)  # the top Ritz pair
+        if theta[0] > limit:
+            return Y[0], None, m
+        v = R[0]  # its residual: plain Lanczos
+    if m < size or m == dim:  # the Krylov space is exhausted (invariant): its Ritz values are exact
         return None, 0.0, m
-    lowest = min(0.0, float(theta[0])) if theta is not None else 0.0
+    T = V[:m] @ W[:m].T
+    lowest = min(0.0, float(torch.linalg.eigvalsh((T + T.T) / 2)[0]))
     eps = (math.log(1.648 * math.sqrt(dim) / GUARD_FAILURE) / (2 * m - 1)) ** 2
     return None, (math.inf if eps >= 1 else eps / (1 - eps) * (limit - lowest)), m
 
@@ -223,8 +221,8 @@ def lanczos_guarded(hvps, n, device, k, tol, start, max_hvps, gen, guard_steps=G
     tol |theta_k| (closer, it leaves every reported value within tol of its own).
     Its direction joins the found top k as the start block of a new solve, which is
     then searched again, GUARD_ROUNDS searches at most; if every one of them found
-    an eigenvalue, the result is declared not converged. max_hvps caps the solves; each search adds up to
-    guard_steps products of the first operator. Returns the last solve's values,
+    an eigenvalue, the result is declared not converged. max_hvps caps the solves;
+    each search adds up to guard_steps products of the first operator. Returns the last solve's values,
     vectors and residual norms, the products each stage spent, whether it is
     certified, and the guard's record: its products, the eigenvalues it found, and
     the resolution of its last search (see `missed_eigenvalue`; None if no search ran).

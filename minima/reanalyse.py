@@ -85,7 +85,7 @@ def reanalyse(run_dir, data_dir=None, device="cpu", progress=print) -> dict:
             os.replace(staging / name, run_dir / name)
         staging.rmdir()
         runs.save_json(run_dir / RECORD, record)
-        runs.save_text(run_dir / runs.DONE, time.strftime("%Y-%m-%dT%H:%M:%S%z\n"))
+        runs.mark_done(run_dir)  # last, as for a run
     return record
 
 
