@@ -72,6 +72,7 @@ SMOKE = dict(epochs=2, train_size=400, test_size=200, spectral_steps=2, sharpnes
              final_top_k=2, trace_samples=3, density_runs=1, density_steps=6, pyhessian_max_hvps=12,
              landscape_points=3, sensitivity_batches=(100, "full"), sensitivity_trace_samples=2,
              subspace_k=2, equal_loss_thresholds=(2.29, 2.2, 1.5), equal_loss_trace_samples=2, outlier_top=3,
+             guard_steps=10,  # the missed-eigenvalue guard's search: 10 products instead of krylov.GUARD_STEPS
              validation_size=100)  # sweeps hold out this many: 400 images are too few for VALIDATION_SIZE
 
 # ---------------------------------------------------------------- model

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from minima import curvature, landscape, runs, subspace
 from minima.data import Dataset, hessian_batch
+from minima.krylov import GUARD_STEPS
 from minima.spectrum_tracking import SpectrumTracker
 from minima.tracking import Instruments
 
@@ -64,7 +65,8 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
     x, y = hessian_batch(data, h["batch_size"], seed)
     progress(f"top-{h['final_top_k']} eigenpairs on the {len(y)}-sample Hessian batch")
     # every final-weights solve is guarded against a missed eigenvalue (curvature.top_eigenpairs(guard=True))
-    top = curvature.top_eigenpairs(model, CRITERION, x, y, k=h["final_top_k"], tol=h["tol"], guard=True)
+    guard = dict(guard=True, guard_steps=h.get("guard_steps") or GUARD_STEPS)
+    top = curvature.top_eigenpairs(model, CRITERION, x, y, k=h["final_top_k"], tol=h["tol"], **guard)
     # PyHessian's own answer, as the original computed it, judged at our tol
     original = curvature.top_eigenpairs(model, CRITERION, x, y, k=2, tol=h["tol"], method="pyhessian",
                                         max_hvps=h.get("pyhessian_max_hvps") or 500)
@@ -83,7 +85,7 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
         progress(f"top-{n_top} eigenvalues of the full training set's Hessian ({len(full_y)} samples, "
                  f"{precision} precision)")
         outliers = curvature.top_eigenpairs(model, CRITERION, full_x, full_y, k=n_top, tol=h["tol"],
-                                            batch_size=chunk, precision=precision, guard=True, progress=progress)
+                                            batch_size=chunk, precision=precision, progress=progress, **guard)
         outliers_s = time.perf_counter() - t0
     sensitivity = []
     for size in h["sensitivity_batches"]:
@@ -99,7 +101,7 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
         else:
             bx, by = hessian_batch(data, size, seed)
             progress(f"Hessian-batch sensitivity: {len(by)} samples")
-            eig = curvature.top_eigenpairs(model, CRITERION, bx, by, k=2, tol=h["tol"], batch_size=chunk, guard=True)
+            eig = curvature.top_eigenpairs(model, CRITERION, bx, by, k=2, tol=h["tol"], batch_size=chunk, **guard)
             tr = curvature.hessian_trace(model, CRITERION, bx, by, n_samples=h["sensitivity_trace_samples"],
                                          seed=seed, batch_size=chunk)
         sensitivity.append({"batch": str(size), "n_samples": len(by), "lambda1": eig.eigenvalues[0],

@@ -120,6 +120,8 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
         config["hessian"].update({key: get(key, value) for key, value in params.FULL_SIZE.items()})
     if smoke_cfg.get("pyhessian_max_hvps"):  # smoke runs cap PyHessian's iterations; full runs keep its own cap
         config["hessian"]["pyhessian_max_hvps"] = smoke_cfg["pyhessian_max_hvps"]
+    if smoke_cfg.get("guard_steps"):  # and shorten the missed-eigenvalue search; full runs keep krylov.GUARD_STEPS
+        config["hessian"]["guard_steps"] = smoke_cfg["guard_steps"]
     return config
 
 

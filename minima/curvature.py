@@ -211,7 +211,7 @@ def _scaling(preconditioner, params, device):
 
 def top_eigenpairs(model, criterion, inputs, targets, k=2, tol=1e-4, init=None, method="lanczos",
                    batch_size=None, max_hvps=500, seed=0, pyhessian_tol=1e-3, precision="float64",
-                   preconditioner=None, guard=False, progress=None) -> EigenResult:
+                   preconditioner=None, guard=False, guard_steps=GUARD_STEPS, progress=None) -> EigenResult:
     """The k largest algebraic eigenvalues of A = P^(-1/2) H P^(-1/2), H the Hessian of
     criterion(model(inputs), targets), P a positive diagonal (the identity by default).
 
@@ -245,18 +245,21 @@ def top_eigenpairs(model, criterion, inputs, targets, k=2, tol=1e-4, init=None, 
     seed: seeds the local generator for random starts (and PyHessian's draws).
     guard: after a converged solve, search the complement of the k pairs from a fresh
         random start for an eigenvalue the solve missed, and re-solve with any found
-        (`krylov.missed_eigenvalue`; up to krylov.GUARD_STEPS products of the first
-        operator, in n_hvps). Residual bounds cannot show a missed eigenvalue, so this
+        (`krylov.missed_eigenvalue`; `guard_steps` products of the first operator per
+        search, in n_hvps). Residual bounds cannot show a missed eigenvalue, so this
         is what makes the i-th value the Hessian's i-th, with the search's
         `resolution` (in `.guard`): a miss further above lambda_k than that is found
-        with probability >= 99 %. Off by default: a warm start from the last step's
-        pairs (tracking) would pay 40 products for 5; `minima.analysis` turns it on
-        for every final-weights solve. Lanczos only.
+        with probability >= 99 % (fewer steps, coarser resolution). Off by default: a
+        warm start from the last step's pairs (tracking) would pay 40 products for 5;
+        `minima.analysis` turns it on for every final-weights solve (smoke runs: 10
+        steps, params.SMOKE). Lanczos only.
     progress: a callable given one line every PROGRESS_EVERY products (count, precision,
         seconds so far), for solves that take minutes (the full training set's Hessian).
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
+    if guard and (not isinstance(guard_steps, int) or guard_steps < 2):
+        raise ValueError(f"guard_steps must be an integer >= 2, got {guard_steps!r}")
     if k < 1 or tol <= 0 or pyhessian_tol <= 0 or max_hvps < k:
         raise ValueError(f"need k >= 1, tol > 0, pyhessian_tol > 0 and max_hvps >= k; got k={k}, tol={tol}, "
                          f"pyhessian_tol={pyhessian_tol}, max_hvps={max_hvps} (methods: {METHODS})")
@@ -285,7 +288,7 @@ def top_eigenpairs(model, criterion, inputs, targets, k=2, tol=1e-4, init=None, 
             warm = warm_start([_flat(u, device) for u in init], n) if init else None
             theta, rows, rnorm, counts, converged, searched = lanczos_guarded(
                 [hvp for _, hvp, _ in ops], n, device, k, tol, start if warm is None else warm, max_hvps, gen,
-                guard_steps=GUARD_STEPS if guard else 0)
+                guard_steps=guard_steps if guard else 0)
             counts[0] += searched["n_hvps"]  # the search runs on the first operator
             searched = searched if guard else None
             theta, rnorm = theta[:k], rnorm[:k]

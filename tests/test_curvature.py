@@ -301,8 +301,14 @@ def test_guard_through_top_eigenpairs_and_an_exhausted_search_is_exact():
     assert np.all(relative_errors(g.eigenvalues, exact[:5]) <= TOL)
     assert g.guard["resolution"] == 0.0  # 20 parameters: the search spans the whole complement
     assert g.n_hvps > r.n_hvps and g.n_hvps_float64 == g.n_hvps
+    # a shorter search (smoke runs) still finds this well-separated miss, at a coarser resolution
+    short = curvature.top_eigenpairs(model, criterion, x, A, k=5, tol=TOL, init=blind, guard=True, guard_steps=5)
+    assert short.converged and short.guard["found"] == 1 and short.guard["n_hvps"] <= krylov.GUARD_ROUNDS * 5
+    assert np.all(relative_errors(short.eigenvalues, exact[:5]) <= TOL)
     with pytest.raises(ValueError, match="guard=True needs method='lanczos'"):
         curvature.top_eigenpairs(model, criterion, x, A, k=2, method="pyhessian", guard=True)
+    with pytest.raises(ValueError, match="guard_steps must be an integer >= 2, got 1"):
+        curvature.top_eigenpairs(model, criterion, x, A, k=2, guard=True, guard_steps=1)
 
 
 def test_long_solves_report_progress_every_ten_products():

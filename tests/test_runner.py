@@ -6,7 +6,8 @@ import pytest
 import torch
 
 import helpers
-from minima import data, optimizers, runs
+import params
+from minima import data, krylov, optimizers, runs
 from minima.__main__ import main
 
 OPTIMIZERS = ["sgd", "adam", "adagrad", "adahessian", "sam"]
@@ -97,6 +98,10 @@ def test_every_notebook_runs_in_smoke_mode(smoke_results, optimizer):
     assert {"versions", "device", "git_commit"} <= set(config["provenance"])
     final = json.loads((run_dir / "final.json").read_text())
     assert final["status"] == "ok" and 0 <= final["test_accuracy"] <= 1
+    # every final-weights solve is guarded, with the smoke runs' shorter search
+    curv = json.loads((run_dir / "curvature.json").read_text())
+    for guard in [curv["guard"], curv["full_data_top"]["guard"], *(s["guard"] for s in curv["batch_sensitivity"])]:
+        assert 0 < guard["n_hvps"] <= krylov.GUARD_ROUNDS * params.SMOKE["guard_steps"] < krylov.GUARD_STEPS
     weights = runs.load_torch(run_dir / "model.pt")
     assert sum(t.numel() for t in weights.values()) == 61_706
     assert not (run_dir / "checkpoint.pt").exists()  # resume state is dropped once the run is complete
