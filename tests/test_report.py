@@ -128,6 +128,9 @@ def built(tmp_path_factory):
             cfg = json.loads(cfg_path.read_text())
             cfg["data"].update(dataset="fashion-mnist", n_train=60000, n_test=10000, source="torchvision")
             cfg_path.write_text(json.dumps(cfg))
+            curv_path = full / opt / f"seed{seed}" / "curvature.json"  # the final analysis's wall time
+            curv_path.write_text(json.dumps(dict(json.loads(curv_path.read_text()),
+                                                 time_s=3600.0 * (1 + seed) if opt == "sgd" else 1800.0)))
     sweep = write_sweep(base / "sweep_results", rng)
     out = report_build.build(results_dir=str(results), report_dir=str(base / "report"), parameters=SMALL,
                              tuned_dir=str(tuned), sweep_dir=str(sweep))
@@ -356,3 +359,8 @@ def test_report_facts_recompute_the_numbers_quoted_in_prose(built, capsys):
     assert after.startswith(f"{built['results'] / 'fashion-mnist'}): 4 complete runs that did not diverge")
     assert f"test accuracy, mean over seeds: sgd {full['sgd']:.4f}, adam {full['adam']:.4f}\n" in after
     assert after.count("full size vs embedded: statistic λ1 at the end / SGD's; optimizer Adam") == 1
+    # a run's cost is its epochs plus its final analysis (medians: SGD 60 and 120 min, Adam 30, each plus its
+    # 0.2 s epochs), and two slots run SGD's beside Adam's
+    assert "one run's training plus final analysis, minutes, median over seeds: sgd 90, adam 30\n" in after
+    assert "one seed of the 2 optimizers: 2.0 h of runs, 1.5 h on two slots\n" in after
+    assert facts._two_slots([3, 2, 2, 1]) == 4 and facts._two_slots([5, 1, 1]) == 5

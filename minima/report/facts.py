@@ -185,6 +185,34 @@ def analysis_cost(runs):
               + (f"; the process's peak RSS {curv['peak_rss_mib'] / 1024:.2f} GiB" if "peak_rss_mib" in curv else ""))
 
 
+def _two_slots(minutes):
+    """The wall time of these jobs on two slots, longest first, each to the slot that frees first."""
+    slots = [0.0, 0.0]
+    for m in sorted(minutes, reverse=True):
+        slots[slots.index(min(slots))] += m
+    return max(slots)
+
+
+def seed_cost(runs):
+    """One seed of every optimizer, from each run's own records: its training epochs (trackers included) plus
+    its final analysis (the landscapes, under a minute, are left out), median over seeds; then the five on two
+    slots, as `make reproduce` runs them (one thread each). The parts were timed under whatever else shared
+    the cores, so this is an estimate from measured parts, not one timed end to end."""
+    minutes = {}
+    for r in runs.itertuples():
+        run = load_run(r.run_dir)
+        if "history" not in run or (run.get("curvature") or {}).get("time_s") is None:
+            continue
+        total = float(run["history"]["epoch_time_s"].sum()) + run["curvature"]["time_s"]
+        minutes.setdefault(r.optimizer, []).append(total / 60)
+    if not minutes:
+        return
+    median = {opt: float(np.median(m)) for opt, m in minutes.items()}
+    _line("one run's training plus final analysis, minutes, median over seeds", median, ".0f")
+    print(f"one seed of the {len(median)} optimizers: {sum(median.values()) / 60:.1f} h of runs, "
+          f"{_two_slots(median.values()) / 60:.1f} h on two slots")
+
+
 def study(frames, heading, label):
     """One study's numbers: accuracy, curvature, spectrum, sharpness, the trackers' cost, the equal-loss gap."""
     runs = collection.ok_runs(frames)
@@ -207,6 +235,7 @@ def full_size(results_dir, embedded):
     frames = fs.collect_full_size(results_dir)
     study(frames, f"\nfull size ({fs.study_dir(results_dir)}): ", "full size")
     analysis_cost(collection.ok_runs(frames))
+    seed_cost(collection.ok_runs(frames))
     _print_rows("full size vs embedded", fs.comparison(embedded, frames))
 
 
