@@ -48,6 +48,14 @@ def _check(run_dir: Path) -> dict:
     return config
 
 
+def _summary(curv: dict) -> dict:
+    """What a reanalysis replaces, kept beside it: the values and what they cost (time, HVPs)."""
+    top = curv.get("full_data_top") or {}
+    return {"top_eigenvalues": curv.get("top_eigenvalues"), "converged": curv.get("converged"),
+            "time_s": curv.get("time_s"), "full_data_top": top.get("eigenvalues"),
+            "full_data_n_hvps": top.get("n_hvps"), "full_data_time_s": top.get("time_s")}
+
+
 def reanalyse(run_dir, data_dir=None, device="cpu", progress=print) -> dict:
     """Recompute one complete run's final analysis in place; returns the reanalysis record."""
     run_dir = Path(run_dir)
@@ -74,11 +82,7 @@ def reanalyse(run_dir, data_dir=None, device="cpu", progress=print) -> dict:
         record = {
             "redone": list(REDONE), "time_s": time.perf_counter() - started,
             "provenance": runs.provenance(device_info(torch.device(device))),
-            "before": {"top_eigenvalues": old.get("top_eigenvalues"), "converged": old.get("converged"),
-                       "full_data_top": (old.get("full_data_top") or {}).get("eigenvalues")},
-            "after": {"top_eigenvalues": curv["top_eigenvalues"], "converged": curv["converged"],
-                      "guard": curv.get("guard"),
-                      "full_data_top": (curv.get("full_data_top") or {}).get("eigenvalues")},
+            "before": _summary(old), "after": _summary(curv) | {"guard": curv.get("guard")},
         }
         (run_dir / runs.DONE).unlink(missing_ok=True)
         for name in REDONE:

@@ -140,6 +140,10 @@ def test_reanalyse_redoes_the_final_analysis_from_model_pt_and_nothing_else(smok
     assert {f.name: f.read_bytes() for f in run_dir.iterdir() if f.name in kept} == kept
     record = json.loads((run_dir / "reanalysis.json").read_text())
     assert record["before"]["top_eigenvalues"] == [1.0, 0.5] and "git_commit" in record["provenance"]
+    # what the replaced analysis cost stays on record beside what the new one cost
+    for side, curv in (("before", before), ("after", after)):
+        assert record[side]["time_s"] == curv["time_s"] > 0
+        assert record[side]["full_data_n_hvps"] == curv["full_data_top"]["n_hvps"] > 0
     assert (run_dir / "done").exists() and not (run_dir / ".reanalyse").exists() and not (run_dir / "lock").exists()
     # an unfinished run is refused with one line, before any work
     (run_dir / "done").unlink()
