@@ -124,8 +124,9 @@ def _engine(model, criterion, inputs, targets, batch_size, copies, float64=False
     the dtype its products are computed in. Call inside `_untouched`, passing the list it yields.
 
     float64: on a float64 copy of the model (unless it is float64 already), floating
-    inputs and targets cast; the copy holds no .grad (the guard cleared them), and its
-    parameters go into `copies` for the guard to release.
+    inputs and targets cast; the copy holds no .grad (`_untouched` cleared them), and its
+    parameters go into `copies` for `_untouched` to release (not to be confused with the
+    missed-eigenvalue guard of `top_eigenpairs`).
     """
     device = next(model.parameters()).device
     inputs, targets = inputs.to(device), targets.to(device)
