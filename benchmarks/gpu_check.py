@@ -110,10 +110,13 @@ def step_pytest(check: Check) -> dict:
 def _study_runs(check: Check, optimizer_names, results_dir: Path, log: Path, smoke: bool, timeout: float) -> dict:
     """`python -m minima run` of these optimizers (seed 0, embedded data), then each run folder read back.
 
-    One run at a time (--jobs 1): each run's seconds are then its own, and parallel
-    kernels started from notebooks/ have been seen to connect to each other's IPC sockets.
+    On the device one run at a time (--jobs 1): each run's seconds are then its own, and
+    parallel kernels started from notebooks/ have been seen to connect to each other's IPC
+    sockets there. The CPU dry run only checks the steps, not their times: it runs the
+    runner's default, one single-thread run per core (as the runner's own tests do).
     """
-    cmd = [sys.executable, "-m", "minima", "run", *(["--smoke"] if smoke else []), "--force", "--jobs", "1",
+    jobs = ["--jobs", "1"] if check.cuda else []
+    cmd = [sys.executable, "-m", "minima", "run", *(["--smoke"] if smoke else []), "--force", *jobs,
            "--optimizers", *optimizer_names, "--seeds", "0", "--results-dir", results_dir,
            "--data-source", "embedded", "--quiet"]
     rc, output, seconds = run_logged(cmd, log, timeout)
