@@ -69,7 +69,11 @@ def _run_row(run_dir, run) -> dict:
                    trace=curv["trace"]["mean"], trace_stderr=curv["trace"]["stderr"],
                    trace_samples=curv["trace"]["n_samples"], hessian_batch_size=curv.get("hessian_batch_size"),
                    pyhessian_lambda1=ph_ev[0], pyhessian_lambda2=ph_ev[1], pyhessian_residual1=ph_res[0],
-                   pyhessian_residual2=ph_res[1], pyhessian_converged=_all_true(ph.get("converged")))
+                   pyhessian_residual2=ph_res[1], pyhessian_converged=_all_true(ph.get("converged")),
+                   analysis_s=curv.get("time_s", nan))  # the final analysis's wall time
+    hist = run.get("history")
+    if hist is not None and "epoch_time_s" in hist:
+        row["epochs_s"] = float(hist["epoch_time_s"].sum())  # training and per-epoch evaluation, trackers included
     spec = run.get("spectrum")
     if spec is not None and len(spec):
         row.update(spectrum_steps=len(spec), median_ratio=spec["ratio"].median(), median_gap=spec["gap"].median(),

@@ -198,16 +198,13 @@ def seed_cost(runs):
     its final analysis (the landscapes, under a minute, are left out), median over seeds; then the five on two
     slots, as `make reproduce` runs them (one thread each). The parts were timed under whatever else shared
     the cores, so this is an estimate from measured parts, not one timed end to end."""
-    minutes = {}
-    for r in runs.itertuples():
-        run = load_run(r.run_dir)
-        if "history" not in run or (run.get("curvature") or {}).get("time_s") is None:
-            continue
-        total = float(run["history"]["epoch_time_s"].sum()) + run["curvature"]["time_s"]
-        minutes.setdefault(r.optimizer, []).append(total / 60)
-    if not minutes:
+    if not {"epochs_s", "analysis_s"} <= set(runs):
         return
-    median = {opt: float(np.median(m)) for opt, m in minutes.items()}
+    timed = runs.dropna(subset=["epochs_s", "analysis_s"])
+    if not len(timed):
+        return
+    minutes = (timed.epochs_s + timed.analysis_s) / 60
+    median = {opt: float(m) for opt, m in minutes.groupby(timed.optimizer, sort=False).median().items()}
     _line("one run's training plus final analysis, minutes, median over seeds", median, ".0f")
     print(f"one seed of the {len(median)} optimizers: {sum(median.values()) / 60:.1f} h of runs, "
           f"{_two_slots(median.values()) / 60:.1f} h on two slots")
