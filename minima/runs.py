@@ -39,6 +39,8 @@ CSV_FILES = (HISTORY, SPECTRUM, SHARPNESS, TRACKING, EQUAL_LOSS)
 JSON_FILES = (CONFIG, FINAL, CURVATURE)
 NPZ_FILES = (DENSITY, LANDSCAPE)
 
+GIT_STATUS_TIMEOUT_S = 120   # the dirty check of `git_commit`
+
 STATUSES = ("done", "diverged", "failed", "running", "incomplete")
 NAME_RULE = r"[A-Za-z0-9][A-Za-z0-9_.-]*"   # sweep names
 
@@ -290,17 +292,29 @@ def print_status(root, runs=None) -> dict:
 # ---------------------------------------------------------------------------- provenance
 
 def git_commit() -> str:
+    """HEAD's commit, "-dirty" when the code differs from it, "unknown" without git or a repository.
+
+    results/, runs/ and report/ are outputs and *.md is prose, so they never make a commit dirty. In a
+    fresh clone or worktree, the first check hashes every tracked file (35 s on a loaded 2-core machine,
+    past the 10 s a commit lookup gets); when the check cannot finish, the commit is still recorded,
+    marked "-unchecked".
+    """
+    def git(*args, timeout):
+        return subprocess.run(["git", "-C", str(REPO_ROOT), *args], capture_output=True, text=True,
+                              timeout=timeout).stdout.strip()
+
     try:
-        out = subprocess.run(["git", "-C", str(REPO_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10)
-        commit = out.stdout.strip() or "unknown"
-        dirty = subprocess.run(  # changes to the code: results/, runs/ and report/ are outputs, *.md is prose
-            ["git", "-C", str(REPO_ROOT), "status", "--porcelain", "--untracked-files=no", "--",
-             ".", ":(exclude)results", ":(exclude)runs", ":(exclude)report", ":(exclude)*.md"],
-            capture_output=True, text=True, timeout=10).stdout.strip()
-        return commit + ("-dirty" if dirty and commit != "unknown" else "")
+        commit = git("rev-parse", "HEAD", timeout=10)
     except (OSError, subprocess.SubprocessError):
         return "unknown"
+    if not commit:
+        return "unknown"
+    try:
+        dirty = git("status", "--porcelain", "--untracked-files=no", "--", ".", ":(exclude)results",
+                    ":(exclude)runs", ":(exclude)report", ":(exclude)*.md", timeout=GIT_STATUS_TIMEOUT_S)
+    except (OSError, subprocess.SubprocessError):
+        return commit + "-unchecked"
+    return commit + ("-dirty" if dirty else "")
 
 
 VERSIONED = ("torch", "torchvision", "numpy", "scipy", "pyhessian", "torch-optimizer", "pytorch-optimizer", "mlxtend")

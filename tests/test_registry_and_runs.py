@@ -169,3 +169,41 @@ def test_a_corrupted_checkpoint_gives_one_line_naming_the_file_and_the_remedy(tm
     assert "\n" not in message
     assert message.startswith(f"checkpoint {run_dir / 'checkpoint.pt'} is unreadable")
     assert "delete it to start this run from scratch, or pass --force (FORCE = True)" in message
+
+
+# ---------------------------------------------------------------------------- provenance: the commit
+
+def _git(repo, *args):
+    return subprocess.run(["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t", *args],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def test_git_commit_is_dirty_for_code_changes_only_and_recorded_when_the_check_times_out(tmp_path, monkeypatch):
+    repo = tmp_path / "repo"
+    (repo / "results").mkdir(parents=True)
+    for name in ("code.py", "README.md", "results/run.csv"):
+        (repo / name).write_text("a\n")
+    _git(repo, "init", "-q")
+    _git(repo, "add", ".")
+    _git(repo, "commit", "-q", "-m", "first")
+    head = _git(repo, "rev-parse", "HEAD")
+    monkeypatch.setattr(runs, "REPO_ROOT", repo)
+    assert runs.git_commit() == head
+    (repo / "README.md").write_text("prose\n")
+    (repo / "results" / "run.csv").write_text("an output\n")
+    assert runs.git_commit() == head          # prose and outputs do not make the code dirty
+    (repo / "code.py").write_text("b\n")
+    assert runs.git_commit() == head + "-dirty"
+
+    real = subprocess.run
+
+    def status_times_out(cmd, **kw):          # a fresh worktree's first status on a loaded machine
+        if "status" in cmd:
+            raise subprocess.TimeoutExpired(cmd, kw["timeout"])
+        return real(cmd, **kw)
+
+    monkeypatch.setattr(runs.subprocess, "run", status_times_out)
+    assert runs.git_commit() == head + "-unchecked"
+    monkeypatch.setattr(runs, "REPO_ROOT", tmp_path / "not-a-repository")
+    monkeypatch.setattr(runs.subprocess, "run", real)
+    assert runs.git_commit() == "unknown"
