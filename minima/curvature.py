@@ -7,6 +7,7 @@ imports nothing at all), so the two lift out together into any package as they a
 - `top_eigenpairs`: the k largest *algebraic* eigenvalues of the Hessian (or of a
   diagonally preconditioned one), certified against the float64 Hessian,
   warm-startable; `method="pyhessian"` runs the original's power iteration.
+- `HvpJournal`: products saved as they are computed, so that a stopped solve resumes.
 - `hessian_trace`: Hutchinson's estimator; `spectral_density`, `density_on_grid`:
   stochastic Lanczos quadrature (PyHessian 0.1's `density()` calls `torch.eig`, gone in torch 2).
 
@@ -35,11 +36,15 @@ state: a training run is bitwise the same with or without these calls.
 
 import contextlib
 import copy
+import hashlib
 import importlib
 import math
+import os
+import tempfile
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -173,6 +178,89 @@ def _reporting(ops, progress):
     return [(H, wrap(hvp, dtype), dtype) for H, hvp, dtype in ops]
 
 
+class HvpJournal:
+    """A folder of Hessian-vector products, saved as they are computed and read back when the solve reruns.
+
+    The full training set's top eigenvalues take most of a full-size run's analysis (35-55 minutes on two
+    cores). Given a journal (`top_eigenpairs(..., journal=)`), a process stopped part-way (Ctrl-C, a
+    session's end) loses only the product in flight. Each product is filed under a digest of its operator
+    (the weights, inputs, targets, chunking, preconditioner and precision) and of the exact bits of the
+    vector it multiplies. On a CPU the solver repeats itself exactly (fixed seeds, the same thread count),
+    so a rerun asks for the same vectors, gets the saved products back bit for bit, and computes from the
+    first one that is missing. A vector or operator that differs is simply not found: a journal can cost
+    time but never change an answer. Files are written atomically; one that cannot be read is recomputed.
+
+    Counts for this process: `replayed` and `computed` products; `replayed_s`, what the replayed products
+    took when they were computed; `replay_s`, what reading them back took here.
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+        self.replayed = self.computed = 0
+        self.replayed_s = self.replay_s = 0.0
+
+    def wrap(self, hvp, operator: str):
+        """`hvp` with its products journaled; `operator` names what it multiplies by (`_operator_digest`)."""
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+        def journaled(v):
+            started = time.perf_counter()
+            digest = hashlib.blake2b(operator.encode(), digest_size=20)
+            digest.update(_bytes(v))
+            path = self.folder / f"{digest.hexdigest()}.pt"
+            saved = self._read(path, v)
+            if saved is not None:
+                self.replayed += 1
+                self.replayed_s += saved["seconds"]
+                self.replay_s += time.perf_counter() - started
+                return saved["hv"].to(v.device)
+            hv = hvp(v)
+            self._write(path, {"hv": hv.detach().cpu(), "seconds": time.perf_counter() - started})
+            self.computed += 1
+            return hv
+
+        return journaled
+
+    def seconds(self, wall_s: float) -> float:
+        """What a solve that took `wall_s` here would have taken uninterrupted: replays count at their cost."""
+        return wall_s - self.replay_s + self.replayed_s
+
+    @staticmethod
+    def _read(path, v):
+        try:
+            saved = torch.load(path, map_location="cpu", weights_only=True)
+            hv = saved["hv"]
+            if hv.shape == v.shape and hv.dtype == v.dtype:
+                return {"hv": hv, "seconds": float(saved["seconds"])}
+        except Exception:  # noqa: BLE001 - absent, cut short or foreign: computed again (and overwritten)
+            pass
+        return None
+
+    def _write(self, path, record):
+        handle, tmp = tempfile.mkstemp(dir=self.folder, prefix=".", suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as f:
+                torch.save(record, f)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+def _bytes(t) -> bytes:
+    """A tensor's exact bits (any dtype or device)."""
+    return t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()
+
+
+def _operator_digest(model, criterion, inputs, targets, batch_size, scale) -> str:
+    """A digest of everything an HVP operator depends on but its precision: weights, data, chunks, scaling."""
+    digest = hashlib.blake2b(repr((type(criterion).__name__, batch_size)).encode(), digest_size=20)
+    for t in [*model.parameters(), inputs, targets] + ([] if scale is None else [scale]):
+        digest.update(repr((str(t.dtype), tuple(t.shape))).encode())
+        digest.update(_bytes(t))
+    return digest.hexdigest()
+
+
 def vectors_to_cpu(vectors):
     """Eigenvectors (lists of per-parameter tensors) detached onto the CPU, for a checkpoint; None stays None."""
     return None if vectors is None else [[t.detach().cpu() for t in v] for v in vectors]
@@ -212,7 +300,8 @@ def _scaling(preconditioner, params, device):
 
 def top_eigenpairs(model, criterion, inputs, targets, k=2, tol=1e-4, init=None, method="lanczos",
                    batch_size=None, max_hvps=500, seed=0, pyhessian_tol=1e-3, precision="float64",
-                   preconditioner=None, guard=False, guard_steps=GUARD_STEPS, progress=None) -> EigenResult:
+                   preconditioner=None, guard=False, guard_steps=GUARD_STEPS, progress=None,
+                   journal=None) -> EigenResult:
     """The k largest algebraic eigenvalues of A = P^(-1/2) H P^(-1/2), H the Hessian of
     criterion(model(inputs), targets), P a positive diagonal (the identity by default).
 
@@ -256,6 +345,9 @@ def top_eigenpairs(model, criterion, inputs, targets, k=2, tol=1e-4, init=None, 
         steps, params.SMOKE). Lanczos only.
     progress: a callable given one line every PROGRESS_EVERY products (count, precision,
         seconds so far), for solves that take minutes (the full training set's Hessian).
+    journal: an `HvpJournal`: every product is saved to its folder as it is computed, and a
+        rerun of the same solve reads them back, so a stopped solve resumes where it stopped
+        with the same answer, bit for bit (on a CPU at the same thread count). Lanczos only.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -271,6 +363,8 @@ def top_eigenpairs(model, criterion, inputs, targets, k=2, tol=1e-4, init=None, 
         raise ValueError(f"k={k} exceeds the {n} parameters")
     if preconditioner is not None and method == "pyhessian":
         raise ValueError("method='pyhessian' takes no preconditioner (PyHessian iterates on H itself)")
+    if journal is not None and method != "lanczos":
+        raise ValueError("journal needs method='lanczos' (PyHessian computes its products itself)")
     if guard and method != "lanczos":
         raise ValueError("guard=True needs method='lanczos' (PyHessian's power iteration is reported as it ran)")
     scale = None if preconditioner is None else _scaling(preconditioner, params, device)
@@ -282,6 +376,9 @@ def top_eigenpairs(model, criterion, inputs, targets, k=2, tol=1e-4, init=None, 
             if not wide or precision == "mixed" or method == "pyhessian" else []
         ops += [_engine(model, criterion, inputs, targets, batch_size, copies, float64=True, scale=scale)] \
             if wide else []
+        if journal is not None:
+            key = _operator_digest(model, criterion, inputs, targets, batch_size, scale)
+            ops = [(H, journal.wrap(hvp, f"{key}/{i}/{dtype}"), dtype) for i, (H, hvp, dtype) in enumerate(ops)]
         if progress is not None:
             ops = _reporting(ops, progress)
         if method == "lanczos":

@@ -87,6 +87,7 @@ def reanalyse(run_dir, data_dir=None, device="cpu", progress=print) -> dict:
         (run_dir / runs.DONE).unlink(missing_ok=True)
         for name in REDONE:
             os.replace(staging / name, run_dir / name)
+        shutil.rmtree(staging / runs.HVP_JOURNAL, ignore_errors=True)
         staging.rmdir()
         runs.save_json(run_dir / RECORD, record)
         runs.mark_done(run_dir)  # last, as for a run

@@ -11,7 +11,7 @@ mode the umask allows), with ``done`` written last::
 
     config.json  history.csv  final.json  model.pt  spectrum.csv  sharpness.csv  tracking.csv
     equal_loss.csv  curvature.json  density.npz  landscape.npz  notebook.ipynb  done
-    (while running: checkpoint.pt, lock; on failure: error.txt; sweeps: job.log)
+    (while running: checkpoint.pt, hvp-journal/, lock; on failure: error.txt; sweeps: job.log)
 """
 
 import contextlib
@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import re
+import shutil
 import socket
 import subprocess
 import sys
@@ -35,6 +36,7 @@ SPECTRUM, SHARPNESS, CURVATURE = "spectrum.csv", "sharpness.csv", "curvature.jso
 TRACKING, EQUAL_LOSS = "tracking.csv", "equal_loss.csv"
 DENSITY, LANDSCAPE, NOTEBOOK = "density.npz", "landscape.npz", "notebook.ipynb"
 CHECKPOINT, DONE, ERROR, JOB_LOG, LOCK = "checkpoint.pt", "done", "error.txt", "job.log", "lock"
+HVP_JOURNAL = "hvp-journal"   # the final analysis's saved products (curvature.HvpJournal), for a resume
 CSV_FILES = (HISTORY, SPECTRUM, SHARPNESS, TRACKING, EQUAL_LOSS)
 JSON_FILES = (CONFIG, FINAL, CURVATURE)
 NPZ_FILES = (DENSITY, LANDSCAPE)
@@ -197,10 +199,12 @@ def is_done(run_dir) -> bool:
 def mark_done(run_dir) -> None:
     """The ``done`` marker goes last: a folder without it is incomplete, whatever else it holds.
 
-    The resume checkpoint goes first (model.pt holds the final weights); the lock after ``done``.
+    The resume state goes first (model.pt holds the final weights, curvature.json what the journal
+    served); the lock after ``done``.
     """
     run_dir = Path(run_dir)
     (run_dir / CHECKPOINT).unlink(missing_ok=True)
+    shutil.rmtree(run_dir / HVP_JOURNAL, ignore_errors=True)
     save_text(run_dir / DONE, time.strftime("%Y-%m-%dT%H:%M:%S%z\n"))
     RunLock(run_dir).release()
 

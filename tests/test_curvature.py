@@ -323,6 +323,84 @@ def test_long_solves_report_progress_every_ten_products():
 
 # ----------------------------------------------------------------------------- precision
 
+# ----------------------------------------------------------------------------- the journal: a stopped solve resumes
+
+class Stopped(Exception):
+    pass
+
+
+class StoppingJournal(curvature.HvpJournal):
+    """A journal whose process is 'killed' before its (after + 1)-th new product."""
+
+    def __init__(self, folder, after):
+        super().__init__(folder)
+        self.after = after
+
+    def wrap(self, hvp, operator):
+        def stopping(v):
+            if self.computed == self.after:
+                raise Stopped
+            return hvp(v)
+        return super().wrap(stopping, operator)
+
+
+def journaled_case():
+    """The full-size analysis in miniature: a float32 model, mixed precision (two operators), chunks, the guard."""
+    model, (x, y) = mlp().float(), batch(n=40)
+    kwargs = dict(k=3, tol=TOL, batch_size=15, precision="mixed", guard=True, guard_steps=12, seed=3)
+    return model, x.float(), y, kwargs
+
+
+def assert_same_result(a, b):
+    assert a.eigenvalues == b.eigenvalues and a.residuals == b.residuals and a.n_hvps == b.n_hvps
+    assert a.n_hvps_float64 == b.n_hvps_float64 and a.converged == b.converged and a.guard == b.guard
+    assert all(torch.equal(s, t) for u, v in zip(a.eigenvectors, b.eigenvectors) for s, t in zip(u, v))
+
+
+def test_a_journaled_solve_stopped_part_way_resumes_to_the_same_answer_bit_for_bit(tmp_path):
+    model, x, y, kwargs = journaled_case()
+    plain = curvature.top_eigenpairs(model, CE, x, y, **kwargs)
+    assert plain.converged and plain.n_hvps_float64 > 0 and plain.guard["n_hvps"] == 12
+
+    folder = tmp_path / "journal"
+    stopped = StoppingJournal(folder, after=plain.n_hvps // 2)
+    with pytest.raises(Stopped):
+        curvature.top_eigenpairs(model, CE, x, y, journal=stopped, **kwargs)
+    assert len(list(folder.glob("*.pt"))) == plain.n_hvps // 2 and not list(folder.glob(".*"))
+
+    resumed = curvature.HvpJournal(folder)
+    assert_same_result(curvature.top_eigenpairs(model, CE, x, y, journal=resumed, **kwargs), plain)
+    assert (resumed.replayed, resumed.computed) == (plain.n_hvps // 2, plain.n_hvps - plain.n_hvps // 2)
+    assert resumed.replayed_s > 0 and resumed.seconds(1.0) == pytest.approx(1.0 - resumed.replay_s + resumed.replayed_s)
+
+    again = curvature.HvpJournal(folder)
+    assert_same_result(curvature.top_eigenpairs(model, CE, x, y, journal=again, **kwargs), plain)
+    assert (again.replayed, again.computed) == (plain.n_hvps, 0)
+
+
+def test_a_journal_never_answers_for_other_weights_and_recomputes_an_unreadable_file(tmp_path):
+    model, x, y, kwargs = journaled_case()
+    folder = tmp_path / "journal"
+    first = curvature.top_eigenpairs(model, CE, x, y, journal=curvature.HvpJournal(folder), **kwargs)
+    firsts = sorted(folder.glob("*.pt"))
+
+    moved = copy.deepcopy(model)
+    with torch.no_grad():
+        next(moved.parameters())[0, 0] += 1e-3
+    other = curvature.HvpJournal(folder)
+    assert_same_result(curvature.top_eigenpairs(moved, CE, x, y, journal=other, **kwargs),
+                       curvature.top_eigenpairs(moved, CE, x, y, **kwargs))
+    assert other.replayed == 0 and other.computed > 0
+
+    damaged = firsts[0]
+    damaged.write_bytes(damaged.read_bytes()[:100])  # cut short, as by a full disk
+    redo = curvature.HvpJournal(folder)
+    assert_same_result(curvature.top_eigenpairs(model, CE, x, y, journal=redo, **kwargs), first)
+    assert (redo.replayed, redo.computed) == (first.n_hvps - 1, 1)
+    with pytest.raises(ValueError, match="journal needs method='lanczos'"):
+        curvature.top_eigenpairs(model, CE, x, y, k=2, method="pyhessian", journal=redo)
+
+
 def test_float32_certificate_is_wrong_at_a_flat_minimum_float64_one_holds(flat_minimum):
     model, x, y, exact, _ = flat_minimum
     # Evidence the test can fail: the float32-only certificate claims tol and misses it by far.

@@ -105,6 +105,7 @@ def test_every_notebook_runs_in_smoke_mode(smoke_results, optimizer):
     weights = runs.load_torch(run_dir / "model.pt")
     assert sum(t.numel() for t in weights.values()) == 61_706
     assert not (run_dir / "checkpoint.pt").exists()  # resume state is dropped once the run is complete
+    assert not (run_dir / runs.HVP_JOURNAL).exists() and curv["full_data_top"]["n_hvps_replayed"] == 0
     assert not (run_dir / "lock").exists()  # and the lock is given up
 
 
@@ -117,6 +118,52 @@ def test_finished_runs_are_skipped_and_status_lists_them(smoke_results, capsys):
     assert (results / "sgd" / "seed0" / "done").stat().st_mtime_ns == done_before
     counts = runs.print_status(results)
     assert counts["done"] == len(OPTIMIZERS)
+
+
+class Stopped(Exception):
+    pass
+
+
+def test_a_final_analysis_stopped_in_the_full_data_solve_resumes_from_its_journal(smoke_results, tmp_path,
+                                                                                  monkeypatch):
+    from minima import analysis, curvature, training
+    rc, results = smoke_results
+    run_dir = results / "sgd" / "seed0"
+    config = runs.load_json(run_dir / "config.json")
+    d = config["data"]
+    mnist = data.load_mnist("embedded", train_size=d["train_size"], test_size=d["test_size"],
+                            validation_size=d["validation_size"], verbose=False)
+    model = training.build_model(config["seed"], "cpu", config["model"]["activation"])
+    model.load_state_dict(runs.load_torch(run_dir / "model.pt"))
+    (tmp_path / "whole").mkdir()
+    whole = analysis.final_curvature(model, mnist, config, tmp_path / "whole", progress=lambda line: None)
+
+    wrap = curvature.HvpJournal.wrap
+
+    def killed_after_five(self, hvp, operator):  # the process dies before the full-data solve's 6th product
+        def stopping(v):
+            if self.computed == 5:
+                raise Stopped
+            return hvp(v)
+        return wrap(self, stopping, operator)
+
+    folder = tmp_path / "stopped"
+    folder.mkdir()
+    monkeypatch.setattr(curvature.HvpJournal, "wrap", killed_after_five)
+    with pytest.raises(Stopped):
+        analysis.final_curvature(model, mnist, config, folder, progress=lambda line: None)
+    monkeypatch.setattr(curvature.HvpJournal, "wrap", wrap)
+    assert len(list((folder / runs.HVP_JOURNAL).glob("*.pt"))) == 5 and not (folder / runs.CURVATURE).exists()
+
+    lines = []
+    resumed = analysis.final_curvature(model, mnist, config, folder, progress=lines.append)
+    top, ref = resumed["full_data_top"], whole["full_data_top"]
+    assert top["n_hvps_replayed"] == 5 and ref["n_hvps_replayed"] == 0 and top["n_hvps"] == ref["n_hvps"]
+    assert top["eigenvalues"] == ref["eigenvalues"] and top["residuals"] == ref["residuals"]
+    assert resumed["top_eigenvalues"] == whole["top_eigenvalues"] and resumed["trace"] == whole["trace"]
+    assert f"  resumed: 5 of its {top['n_hvps']} products read back from {folder / runs.HVP_JOURNAL}" in lines
+    runs.mark_done(folder)
+    assert not (folder / runs.HVP_JOURNAL).exists()
 
 
 def test_reanalyse_redoes_the_final_analysis_from_model_pt_and_nothing_else(smoke_results, tmp_path, capsys):
