@@ -2,7 +2,8 @@
 can be built, and that Hessian, the exact answer.
 
 Shared by test_curvature.py (eigenpairs and their certificates) and
-test_curvature_spectrum.py (trace, density, the spectrum tracker).
+test_curvature_spectrum.py (trace, density, the spectrum tracker); `StoppingJournal` also by
+test_runner.py (a final analysis stopped inside its full-data solve).
 """
 
 import math
@@ -11,8 +12,29 @@ import torch
 from torch import nn
 from torch.func import functional_call
 
+from minima import curvature
+
 TOL = 1e-4
 CE = nn.CrossEntropyLoss()
+
+
+class Stopped(Exception):
+    pass
+
+
+class StoppingJournal(curvature.HvpJournal):
+    """A journal whose process is 'killed' (raises Stopped) before its (after + 1)-th new product."""
+
+    def __init__(self, folder, after):
+        super().__init__(folder)
+        self.after = after
+
+    def wrap(self, hvp, operator):
+        def stopping(v):
+            if self.computed == self.after:
+                raise Stopped
+            return hvp(v)
+        return super().wrap(stopping, operator)
 
 
 def mlp(dropout=0.0, seed=0):

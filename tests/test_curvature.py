@@ -9,7 +9,17 @@ import copy
 import numpy as np
 import pytest
 import torch
-from curvature_cases import CE, TOL, batch, dense_hessian, descending_eigenvalues, mlp, quadratic
+from curvature_cases import (
+    CE,
+    TOL,
+    Stopped,
+    StoppingJournal,
+    batch,
+    dense_hessian,
+    descending_eigenvalues,
+    mlp,
+    quadratic,
+)
 from torch import nn
 
 from minima import curvature, krylov
@@ -324,25 +334,6 @@ def test_long_solves_report_progress_every_ten_products():
 # ----------------------------------------------------------------------------- precision
 
 # ----------------------------------------------------------------------------- the journal: a stopped solve resumes
-
-class Stopped(Exception):
-    pass
-
-
-class StoppingJournal(curvature.HvpJournal):
-    """A journal whose process is 'killed' before its (after + 1)-th new product."""
-
-    def __init__(self, folder, after):
-        super().__init__(folder)
-        self.after = after
-
-    def wrap(self, hvp, operator):
-        def stopping(v):
-            if self.computed == self.after:
-                raise Stopped
-            return hvp(v)
-        return super().wrap(stopping, operator)
-
 
 def journaled_case():
     """The full-size analysis in miniature: a float32 model, mixed precision (two operators), chunks, the guard."""

@@ -1,9 +1,11 @@
 """The runner: bad input refused with one clear line, and every notebook executes in smoke mode."""
 
+import functools
 import json
 
 import pytest
 import torch
+from curvature_cases import Stopped, StoppingJournal
 
 import helpers
 import params
@@ -120,10 +122,6 @@ def test_finished_runs_are_skipped_and_status_lists_them(smoke_results, capsys):
     assert counts["done"] == len(OPTIMIZERS)
 
 
-class Stopped(Exception):
-    pass
-
-
 def test_a_final_analysis_stopped_in_the_full_data_solve_resumes_from_its_journal(smoke_results, tmp_path,
                                                                                   monkeypatch):
     from minima import analysis, curvature, training
@@ -138,21 +136,13 @@ def test_a_final_analysis_stopped_in_the_full_data_solve_resumes_from_its_journa
     (tmp_path / "whole").mkdir()
     whole = analysis.final_curvature(model, mnist, config, tmp_path / "whole", progress=lambda line: None)
 
-    wrap = curvature.HvpJournal.wrap
-
-    def killed_after_five(self, hvp, operator):  # the process dies before the full-data solve's 6th product
-        def stopping(v):
-            if self.computed == 5:
-                raise Stopped
-            return hvp(v)
-        return wrap(self, stopping, operator)
-
     folder = tmp_path / "stopped"
     folder.mkdir()
-    monkeypatch.setattr(curvature.HvpJournal, "wrap", killed_after_five)
+    # the process dies before the full-data solve's 6th product
+    monkeypatch.setattr(curvature, "HvpJournal", functools.partial(StoppingJournal, after=5))
     with pytest.raises(Stopped):
         analysis.final_curvature(model, mnist, config, folder, progress=lambda line: None)
-    monkeypatch.setattr(curvature.HvpJournal, "wrap", wrap)
+    monkeypatch.undo()
     assert len(list((folder / runs.HVP_JOURNAL).glob("*.pt"))) == 5 and not (folder / runs.CURVATURE).exists()
 
     lines = []
