@@ -33,8 +33,11 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 lint: install
 	$(VENV)/bin/ruff check .
 
+# TEST_WORKERS: pytest-xdist processes, one torch thread each (2 = CI's two cores; auto = every core; 0 = one
+# process). Whole test files go to one worker, so a module's shared fixture is built once.
+TEST_WORKERS ?= 2
 test: lint
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 reproduce: install
 	$(PY) -m minima run $(OPT_ARGS) --seeds $(SEEDS) --dataset $(DATASET) --results-dir $(RUNS)

@@ -199,11 +199,15 @@ def test_a_train_only_sweep_run_trains_exactly_as_the_full_run(tmp_path, monkeyp
     """Sweep runs skip the trackers and the final analysis; the weights and the history are the same bit for bit."""
     from minima import runner
 
-    out = launch.launch_sweep("same", ["sgd"], [0], max_parallel=1, results_dir=tmp_path, **SMOKE)
+    # one thread for the job (the launcher splits the cores between max_parallel slots): bitwise equality needs
+    # the same count in both runs, and one thread does not oversubscribe a core that a parallel test worker uses
+    slots = plan.usable_cores()
+    out = launch.launch_sweep("same", ["sgd"], [0], max_parallel=slots, results_dir=tmp_path, **SMOKE)
     assert out == {"sgd-default/seed0": "done"}
     light = plan.sweep_dir("same", tmp_path) / "sgd-default" / "seed0"
     assert not any((light / f).exists() for f in ("curvature.json", "spectrum.csv", "tracking.csv", "landscape.npz"))
-    monkeypatch.setenv("OMP_NUM_THREADS", str(max(1, plan.usable_cores())))  # the sweep job's thread count
+    assert runs.load_json(light / "config.json")["provenance"]["device"]["torch_threads"] == 1
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the sweep job's thread count
     config = runner.run_config("sgd", 0, smoke=True, data_source="embedded", results_dir=tmp_path / "full",
                                validation_size=params.SMOKE["validation_size"])
     assert config["tracking"]["on"] and config["final_analysis"]
