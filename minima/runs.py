@@ -258,7 +258,11 @@ def status(run_dir) -> tuple[str, str]:
         return "incomplete", "not started"
     if time.time() - recent < ALIVE_S:
         return "running", "updated in the last 2 minutes"
-    return "incomplete", "resumes from its checkpoint" if (run_dir / CHECKPOINT).exists() else "no checkpoint yet"
+    if not (run_dir / CHECKPOINT).exists():
+        return "incomplete", "no checkpoint yet"
+    journaled = len(list((run_dir / HVP_JOURNAL).glob("*.pt"))) if (run_dir / HVP_JOURNAL).is_dir() else 0
+    return "incomplete", "resumes from its checkpoint" + (
+        f"; its final analysis replays {journaled} journaled Hessian-vector products" if journaled else "")
 
 
 def find_runs(root, include_sweeps=True) -> list[Path]:

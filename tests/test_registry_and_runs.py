@@ -143,6 +143,31 @@ def test_a_live_lock_names_its_holder(tmp_path):
     assert runs.status(run_dir) == ("running", "held by pid 4242 on node17 since 2026-12-01T10:00:00")
 
 
+def test_a_stopped_run_says_what_it_resumes_from(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.json").write_text("{}")
+    old = time.time() - 10 * 60
+
+    def age_all():
+        for p in [*run_dir.rglob("*"), run_dir / runs.HVP_JOURNAL]:
+            if p.exists():
+                os.utime(p, (old, old))
+
+    age_all()
+    assert runs.status(run_dir) == ("incomplete", "no checkpoint yet")
+    (run_dir / runs.CHECKPOINT).write_bytes(b"weights")
+    age_all()
+    assert runs.status(run_dir) == ("incomplete", "resumes from its checkpoint")
+    (run_dir / runs.HVP_JOURNAL).mkdir()
+    for i in range(3):
+        (run_dir / runs.HVP_JOURNAL / f"{i:040x}.pt").write_bytes(b"product")
+    (run_dir / runs.HVP_JOURNAL / ".k2x9.tmp").write_bytes(b"half-written")  # a write in flight
+    age_all()
+    assert runs.status(run_dir) == (
+        "incomplete", "resumes from its checkpoint; its final analysis replays 3 journaled Hessian-vector products")
+
+
 # ---------------------------------------------------------------------------- files
 
 def test_result_files_are_readable_by_group_and_world_under_a_022_umask(tmp_path):
