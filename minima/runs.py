@@ -260,7 +260,7 @@ def status(run_dir) -> tuple[str, str]:
         return "running", "updated in the last 2 minutes"
     if not (run_dir / CHECKPOINT).exists():
         return "incomplete", "no checkpoint yet"
-    journaled = len(list((run_dir / HVP_JOURNAL).glob("*.pt"))) if (run_dir / HVP_JOURNAL).is_dir() else 0
+    journaled = len(list((run_dir / HVP_JOURNAL).glob("*.pt")))  # none when there is no journal
     return "incomplete", "resumes from its checkpoint" + (
         f"; its final analysis replays {journaled} journaled Hessian-vector products" if journaled else "")
 
