@@ -117,3 +117,26 @@ def test_speed_and_equal_loss_tables_from_fixture_runs():
     assert speed.loc[("test accuracy ≥ 97%", "SGD"), "reached"] == "0/3"
     pairs = fair.accuracy_pairs(frames)
     assert pairs.iloc[0]["supported"] == "no"  # identical accuracies: an exact zero difference
+
+
+def test_accuracy_targets_follow_the_studys_dataset_and_a_mixed_study_is_refused():
+    import params
+
+    def frames(datasets, accuracies):
+        runs = pd.DataFrame([{"optimizer": "sgd", "seed": s, "status": "ok", "dataset": d}
+                             for s, d in enumerate(datasets)])
+        hist = []
+        for s, acc in enumerate(accuracies):
+            hist += [dict(r, test_accuracy=a) for r, a in zip(_history("sgd", s, [0.5, 0.2], [1.0, 1.0]), acc)]
+        return _frames([], runs.to_dict("records"), hist)
+
+    fashion = frames(["fashion-mnist"] * 2, [[0.86, 0.89], [0.84, 0.88]])
+    targets = params.ACCURACY_TARGETS
+    assert fair.accuracy_targets(fashion) == targets["fashion-mnist"] != targets["mnist"]
+    speed = fair.speed_table(fashion, [0.1]).set_index(["target", "optimizer"])
+    assert speed.loc[("test accuracy ≥ 85%", "SGD"), "reached"] == "2/2"
+    assert speed.loc[("test accuracy ≥ 89%", "SGD"), "reached"] == "1/2"  # seed 1 ends at 88 %
+    assert not any("95%" in t for t, _ in speed.index)  # the digits' targets are not Fashion-MNIST's
+    assert fair.accuracy_targets(frames(["mnist"], [[0.9, 0.97]])) == params.ACCURACY_TARGETS["mnist"]
+    with pytest.raises(ValueError, match="one dataset"):
+        fair.accuracy_targets(frames(["mnist", "fashion-mnist"], [[0.9, 0.9], [0.9, 0.9]]))

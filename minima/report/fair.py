@@ -127,7 +127,18 @@ def accuracy_pairs(frames, column="test_accuracy") -> pd.DataFrame:
 
 # ---------------------------------------------------------------- speed
 
-ACCURACY_TARGETS = (0.95, 0.96, 0.97)  # test accuracy reached: the other half of "how soon"
+def accuracy_targets(frames) -> tuple:
+    """The test-accuracy targets of the study's dataset (``params.ACCURACY_TARGETS``): the other half of "how soon"."""
+    import params
+
+    runs = ok_runs(frames)
+    if not len(runs):
+        return ()
+    datasets = sorted(set(runs["dataset"])) if "dataset" in runs else ["mnist"]  # runs before the dataset choice
+    if len(datasets) != 1 or datasets[0] not in params.ACCURACY_TARGETS:
+        raise ValueError(f"one study holds runs of one dataset with accuracy targets "
+                         f"({', '.join(params.ACCURACY_TARGETS)}); these runs are of {', '.join(datasets) or 'none'}")
+    return params.ACCURACY_TARGETS[datasets[0]]
 
 
 def time_to_target(history: pd.DataFrame, targets, column="train_loss") -> pd.DataFrame:
@@ -156,16 +167,18 @@ def time_to_target(history: pd.DataFrame, targets, column="train_loss") -> pd.Da
                                        "seconds"])
 
 
-def all_times_to_target(frames, thresholds, accuracy_targets=ACCURACY_TARGETS) -> pd.DataFrame:
-    """Every non-diverged run's time to each loss threshold and each test-accuracy target (one row each)."""
+def all_times_to_target(frames, thresholds, targets=None) -> pd.DataFrame:
+    """Every non-diverged run's time to each loss threshold and each test-accuracy target (one row each;
+    ``targets`` default to the dataset's, ``accuracy_targets``)."""
     history = only_ok(frames["history"], frames)
+    targets = accuracy_targets(frames) if targets is None else targets
     return pd.concat([time_to_target(history, thresholds, "train_loss"),
-                      time_to_target(history, accuracy_targets, "test_accuracy")], ignore_index=True)
+                      time_to_target(history, targets, "test_accuracy")], ignore_index=True)
 
 
-def speed_table(frames, thresholds, accuracy_targets=ACCURACY_TARGETS) -> pd.DataFrame:
+def speed_table(frames, thresholds, targets=None) -> pd.DataFrame:
     """Per target and optimizer: seeds that reached it, mean ± sd epochs, steps and seconds, the step ratio to SGD."""
-    ttt = all_times_to_target(frames, thresholds, accuracy_targets)
+    ttt = all_times_to_target(frames, thresholds, targets)
     rows = []
     for (measure, t), at in ttt.groupby(["measure", "target"], sort=False):
         base = at[(at.optimizer == BASELINE) & at.reached]
