@@ -344,6 +344,19 @@ def test_plotting_notebook_is_thin_parameterised_and_without_outputs():
         assert not re.search(r"^\s*(def|class)\s", cell.source, flags=re.M), cell.source
 
 
+def test_peak_accuracy_is_each_seeds_best_epoch_and_what_the_end_keeps(capsys):
+    runs = pd.DataFrame([{"optimizer": "sgd", "seed": s, "status": st}
+                         for s, st in ((0, "ok"), (1, "ok"), (2, "diverged"))])
+    accuracy = {0: [0.80, 0.90, 0.90, 0.85], 1: [0.70, 0.75, 0.88, 0.87], 2: [0.99, 0.99, 0.99, 0.99]}
+    loss = {0: [0.5, 0.3, 0.4, 0.6], 1: [0.6, 0.4, 0.35, 0.5], 2: [0.1] * 4}
+    history = pd.DataFrame([{"optimizer": "sgd", "seed": s, "epoch": e + 1, "test_accuracy": a, "test_loss": loss[s][e]}
+                            for s in accuracy for e, a in reversed(list(enumerate(accuracy[s])))])  # rows unsorted
+    facts.peak_accuracy({"runs": runs, "history": history})
+    # seed 0 peaks first at epoch 2 (tied at 3) and ends 0.05 below; seed 1 at epoch 3, 0.01 below; seed 2 diverged
+    assert capsys.readouterr().out == ("peak test accuracy sgd: 0.8800 to 0.9000 at epochs 2 to 3; final - peak "
+                                       "-0.0500 to -0.0100; test loss min 0.3 to 0.35, final 0.5 to 0.6\n")
+
+
 def test_report_facts_recompute_the_numbers_quoted_in_prose(built, capsys):
     facts.print_facts(built["results"])
     out = capsys.readouterr().out

@@ -78,6 +78,21 @@ def sharpness(frames):
               f"(first {first.min():.3g} to {first.max():.3g})")
 
 
+def peak_accuracy(frames):
+    """Per optimizer, over seeds: the best test accuracy of any epoch, when, and what the end keeps of it."""
+    hist = collection.only_ok(frames["history"], frames)
+    for opt in collection.optimizers_in(hist):
+        h = hist[hist.optimizer == opt].sort_values("epoch")
+        per_seed = h.groupby("seed")
+        peak, final = per_seed.test_accuracy.max(), per_seed.test_accuracy.last()
+        at = h.loc[per_seed.test_accuracy.idxmax(), "epoch"]  # the first epoch at the peak
+        loss_min, loss_end = per_seed.test_loss.min(), per_seed.test_loss.last()
+        print(f"peak test accuracy {opt}: {peak.min():.4f} to {peak.max():.4f} at epochs {at.min()} to {at.max()}; "
+              f"final - peak {(final - peak).min():.4f} to {(final - peak).max():.4f}; "
+              f"test loss min {loss_min.min():.3g} to {loss_min.max():.3g}, final {loss_end.min():.3g} to "
+              f"{loss_end.max():.3g}")
+
+
 def gradient_norms(frames, last_epochs=10):
     hist = frames["history"]
     late = hist[hist.epoch > hist.epoch.max() - last_epochs]
@@ -215,6 +230,7 @@ def study(frames, heading, label):
     runs = collection.ok_runs(frames)
     print(f"{heading}{len(runs)} complete runs that did not diverge")
     accuracy(runs)
+    peak_accuracy(frames)
     curvature(runs, frames)
     spectrum(runs, frames)
     sharpness(frames)
