@@ -11,7 +11,9 @@ ones, reanalysis.json records what was redone (provenance, and the old and new
 top eigenvalues), and ``done`` comes back last. Training's own files (history,
 tracking, model.pt, final.json) are untouched. An interrupted reanalysis leaves
 the old files in place (or, in the instant between the marker and the renames, a
-folder without ``done``, which a second reanalysis completes).
+folder without ``done``, which a second reanalysis completes). Its full-data
+solve's products stay journaled in the staging folder (``curvature.HvpJournal``),
+so a second reanalysis replays them instead of repeating up to an hour of work.
 """
 
 import os
@@ -56,6 +58,17 @@ def _summary(curv: dict) -> dict:
             "full_data_n_hvps": top.get("n_hvps"), "full_data_time_s": top.get("time_s")}
 
 
+def _stage(run_dir: Path) -> Path:
+    """The staging folder, emptied but for a stopped reanalysis's HVP journal, which this one replays (a journal
+    keys each product by its operator and vector: one that no longer matches is never read back)."""
+    staging = run_dir / STAGING
+    staging.mkdir(exist_ok=True)
+    for entry in staging.iterdir():
+        if entry.name != runs.HVP_JOURNAL:
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink()
+    return staging
+
+
 def reanalyse(run_dir, data_dir=None, device="cpu", progress=print) -> dict:
     """Recompute one complete run's final analysis in place; returns the reanalysis record."""
     run_dir = Path(run_dir)
@@ -71,9 +84,7 @@ def reanalyse(run_dir, data_dir=None, device="cpu", progress=print) -> dict:
     with RunLock(run_dir):
         model = training.build_model(config["seed"], device, config["model"]["activation"])
         model.load_state_dict(runs.load_torch(run_dir / runs.MODEL, map_location=device))
-        staging = run_dir / STAGING
-        shutil.rmtree(staging, ignore_errors=True)
-        staging.mkdir()
+        staging = _stage(run_dir)
         started = time.perf_counter()
         old = runs.load_json(run_dir / runs.CURVATURE) if (run_dir / runs.CURVATURE).exists() else {}
         curv = analysis.final_curvature(model, data, config, staging, progress=progress)

@@ -189,6 +189,35 @@ def test_reanalyse_redoes_the_final_analysis_from_model_pt_and_nothing_else(smok
     assert "is not a complete run (missing: done); reanalyse redoes finished runs only" in capsys.readouterr().err
 
 
+def test_a_stopped_reanalysis_resumes_from_its_journal_and_leaves_the_run_as_it_was(smoke_results, tmp_path,
+                                                                                     monkeypatch, capsys):
+    import shutil
+
+    from minima import curvature
+    rc, results = smoke_results
+    run_dir = tmp_path / "sgd" / "seed0"
+    shutil.copytree(results / "sgd" / "seed0", run_dir)
+    files = {f.name: f.read_bytes() for f in run_dir.iterdir() if f.is_file()}
+    monkeypatch.setattr(curvature, "HvpJournal", functools.partial(StoppingJournal, after=5))
+    with pytest.raises(Stopped):  # the process dies before the full-data solve's 6th product
+        main(["reanalyse", str(run_dir)])
+    monkeypatch.undo()
+    journal = run_dir / ".reanalyse" / runs.HVP_JOURNAL
+    assert len(list(journal.glob("*.pt"))) == 5
+    # nothing of the run changed: still complete, with its own analysis
+    assert {f.name: f.read_bytes() for f in run_dir.iterdir() if f.is_file()} == files
+    (run_dir / ".reanalyse" / "density.npz").write_bytes(b"a stale half-written file")
+    capsys.readouterr()
+    assert main(["reanalyse", str(run_dir)]) == 0
+    out = capsys.readouterr().out
+    after = json.loads((run_dir / "curvature.json").read_text())
+    before = json.loads(files["curvature.json"])
+    assert f"resumed: 5 of its {after['full_data_top']['n_hvps']} products read back from {journal}" in out
+    assert after["full_data_top"]["eigenvalues"] == before["full_data_top"]["eigenvalues"]
+    assert after["top_eigenvalues"] == before["top_eigenvalues"]
+    assert (run_dir / "done").exists() and not (run_dir / ".reanalyse").exists()
+
+
 def test_any_constructor_keyword_reaches_the_optimizer(tmp_path):
     config = helpers.make_config("sgd", 0, overrides={"momentum": 0.9, "nesterov": True}, results_dir=tmp_path)
     assert config["hyperparameters"] == {"lr": 0.1, "momentum": 0.9, "nesterov": True}
