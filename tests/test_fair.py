@@ -9,6 +9,7 @@ import pytest
 from scipy import stats
 
 from minima.report import fair
+from minima.runs import StudyError
 
 
 def test_welch_interval_matches_a_hand_computation_and_scipys_test():
@@ -138,5 +139,5 @@ def test_accuracy_targets_follow_the_studys_dataset_and_a_mixed_study_is_refused
     assert speed.loc[("test accuracy ≥ 89%", "SGD"), "reached"] == "1/2"  # seed 1 ends at 88 %
     assert not any("95%" in t for t, _ in speed.index)  # the digits' targets are not Fashion-MNIST's
     assert fair.accuracy_targets(frames(["mnist"], [[0.9, 0.97]])) == params.ACCURACY_TARGETS["mnist"]
-    with pytest.raises(ValueError, match="one dataset"):
+    with pytest.raises(StudyError, match="one dataset"):
         fair.accuracy_targets(frames(["mnist", "fashion-mnist"], [[0.9, 0.9], [0.9, 0.9]]))

@@ -21,6 +21,7 @@ from scipy import stats
 
 from minima.report.collection import LABELS, collect, ok_runs, only_ok, optimizer_sort_key, optimizers_in
 from minima.report.tables import mean_sd
+from minima.runs import StudyError
 
 LEVEL = 0.95
 BASELINE = "sgd"   # curvature and speed ratios are to SGD's
@@ -136,7 +137,7 @@ def accuracy_targets(frames) -> tuple:
         return ()
     datasets = sorted(set(runs["dataset"])) if "dataset" in runs else ["mnist"]  # runs before the dataset choice
     if len(datasets) != 1 or datasets[0] not in params.ACCURACY_TARGETS:
-        raise ValueError(f"one study holds runs of one dataset with accuracy targets "
+        raise StudyError(f"one study holds runs of one dataset with accuracy targets "
                          f"({', '.join(params.ACCURACY_TARGETS)}); these runs are of {', '.join(datasets) or 'none'}")
     return params.ACCURACY_TARGETS[datasets[0]]
 
