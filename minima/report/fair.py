@@ -135,7 +135,8 @@ def accuracy_targets(frames) -> tuple:
     runs = ok_runs(frames)
     if not len(runs):
         return ()
-    datasets = sorted(set(runs["dataset"])) if "dataset" in runs else ["mnist"]  # runs before the dataset choice
+    # collection always fills the column ("mnist" for runs older than the dataset choice); frames built by hand may not
+    datasets = sorted(set(runs["dataset"])) if "dataset" in runs else ["mnist"]
     if len(datasets) != 1 or datasets[0] not in params.ACCURACY_TARGETS:
         raise StudyError(f"one study holds runs of one dataset with accuracy targets "
                          f"({', '.join(params.ACCURACY_TARGETS)}); these runs are of {', '.join(datasets) or 'none'}")
