@@ -122,6 +122,8 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
         config["hessian"]["pyhessian_max_hvps"] = smoke_cfg["pyhessian_max_hvps"]
     if smoke_cfg.get("guard_steps"):  # and shorten the missed-eigenvalue search; full runs keep krylov.GUARD_STEPS
         config["hessian"]["guard_steps"] = smoke_cfg["guard_steps"]
+    if smoke_cfg.get("full_data_precision"):  # and solve the full-data top-k as full-size runs do (params.SMOKE)
+        config["hessian"]["full_data_precision"] = smoke_cfg["full_data_precision"]
     return config
 
 

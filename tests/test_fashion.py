@@ -208,6 +208,8 @@ def test_full_size_settings_go_with_60000_images_and_only_there(tmp_path, datase
     assert ("full_data_precision" in h) == ("full_data_chunk" in h) == full  # absent: float64, chunks of 1000
     smoke = helpers.make_config("adam", 0, dataset=dataset, data_source=source, smoke=True, results_dir=tmp_path)
     assert smoke["hessian"]["sharpness_every"] == params.SMOKE["sharpness_every"]  # smoke values still win
+    assert smoke["hessian"]["full_data_precision"] == "mixed"  # every smoke run: the full-size path (params.SMOKE)
+    assert ("full_data_chunk" in smoke["hessian"]) == full
 
 
 def test_run_folder_names_the_dataset_and_mnist_paths_stay(tmp_path):
