@@ -357,6 +357,18 @@ def test_peak_accuracy_is_each_seeds_best_epoch_and_what_the_end_keeps(capsys):
                                        "-0.0500 to -0.0100; test loss min 0.3 to 0.35, final 0.5 to 0.6\n")
 
 
+def test_loss_jumps_are_the_largest_late_rise_over_the_running_minimum(capsys):
+    runs = pd.DataFrame([{"optimizer": "adam", "seed": s, "status": "ok"} for s in (0, 1)])
+    loss = {0: [1.0, 0.5, 0.1, 0.01, 0.5, 0.02],  # a 50x rise at epoch 5, ending at 2x its lowest
+            1: [1.0, 0.1, 0.2, 0.05, 0.1, 0.05]}  # the 2x at epoch 3 is in the first half; 2x at epoch 5 counts
+    history = pd.DataFrame([{"optimizer": "adam", "seed": s, "epoch": e + 1, "train_loss": v}
+                            for s in loss for e, v in reversed(list(enumerate(loss[s])))])  # rows unsorted
+    facts.loss_jumps({"runs": runs, "history": history})
+    assert capsys.readouterr().out == ("training-loss jumps in the second half, adam: largest rise over the lowest "
+                                       "loss so far 2x to 50x (to 0.1 to 0.5) at epochs 5 to 5; final / lowest "
+                                       "1x to 2x\n")
+
+
 def test_report_facts_recompute_the_numbers_quoted_in_prose(built, capsys):
     facts.print_facts(built["results"])
     out = capsys.readouterr().out

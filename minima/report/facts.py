@@ -93,6 +93,26 @@ def peak_accuracy(frames):
               f"{loss_end.max():.3g}")
 
 
+def loss_jumps(frames):
+    """Per optimizer, over seeds: the training loss's largest rise above its lowest value so far in the second
+    half of training (epoch-end losses), when and to what; and how far above its lowest the run ends."""
+    hist = collection.only_ok(frames["history"], frames)
+    for opt in collection.optimizers_in(hist):
+        rise, at, to, end = [], [], [], []
+        for _, h in hist[hist.optimizer == opt].sort_values("epoch").groupby("seed"):
+            loss = h.train_loss.to_numpy()
+            lowest_before = np.minimum.accumulate(loss)[:-1]
+            late = np.arange(1, len(loss)) >= len(loss) // 2  # positions 1.. whose epoch is in the second half
+            ratio = np.where(late, loss[1:] / lowest_before, 0.0)
+            i = int(np.argmax(ratio)) + 1
+            rise.append(ratio.max()), at.append(int(h.epoch.iloc[i])), to.append(loss[i])
+            end.append(loss[-1] / loss.min())
+        if rise:
+            print(f"training-loss jumps in the second half, {opt}: largest rise over the lowest loss so far "
+                  f"{min(rise):.3g}x to {max(rise):.3g}x (to {min(to):.2g} to {max(to):.2g}) at epochs {min(at)} to "
+                  f"{max(at)}; final / lowest {min(end):.3g}x to {max(end):.3g}x")
+
+
 def gradient_norms(frames, last_epochs=10):
     hist = frames["history"]
     late = hist[hist.epoch > hist.epoch.max() - last_epochs]
@@ -231,6 +251,7 @@ def study(frames, heading, label):
     print(f"{heading}{len(runs)} complete runs that did not diverge")
     accuracy(runs)
     peak_accuracy(frames)
+    loss_jumps(frames)
     curvature(runs, frames)
     spectrum(runs, frames)
     sharpness(frames)
