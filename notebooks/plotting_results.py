@@ -72,6 +72,15 @@ for name, (table, caption) in tables.summary_tables(frames).items():
     display(Markdown(tables.to_markdown(table, name.replace("_", " ").capitalize(), caption)))
 
 # %% [markdown]
+# ## Training loss
+#
+# Each seed's training loss at the end of every epoch, one line per seed, so that a jump in one seed stays visible.
+
+# %%
+fig = figures.plot_training_loss(frames, figsize=FIGSIZE, labels=LABELS)
+written += figures.save_figure(fig, "training_loss", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+
+# %% [markdown]
 # ## Gradient norms
 #
 # The original recorded the norm of the *last mini-batch's* gradient once per epoch, a noisy stand-in for the gradient of the training loss. Each run here records both that and the full-batch gradient norm over the training split.
@@ -251,8 +260,8 @@ else:
 #
 # The same study on Fashion-MNIST's 60,000 training images (`<RESULTS_DIR>/fashion-mnist/`, the original's
 # protocol and hyperparameters), beside the embedded 4,000 MNIST digits: test accuracy and final training loss at
-# both scales, then the full-size study's sharpness, preconditioned sharpness, spectrum over the last steps,
-# curvature at equal loss and full-data outliers, drawn as above. Skipped, with a note, without those runs.
+# both scales, then the full-size study's training loss, sharpness, preconditioned sharpness, spectrum over the
+# last steps, curvature at equal loss and full-data outliers, drawn as above. Skipped, with a note, without those runs.
 
 # %%
 from minima.report import full_size
@@ -261,7 +270,8 @@ if full_size.has_study(RESULTS_DIR):
     full = full_size.collect_full_size(RESULTS_DIR)
     fig = full_size.plot_both_scales(frames, full, figsize=FIGSIZE_WIDE, labels=LABELS)
     written += figures.save_figure(fig, "full_size_accuracy", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
-    for name, draw, size in (("sharpness", figures.plot_sharpness, FIGSIZE),
+    for name, draw, size in (("training_loss", figures.plot_training_loss, FIGSIZE),
+                             ("sharpness", figures.plot_sharpness, FIGSIZE),
                              ("preconditioned_sharpness", figures.plot_preconditioned_sharpness, FIGSIZE),
                              ("spectral_ratio_gap", figures.plot_spectral_ratio_gap, FIGSIZE_GRID),
                              ("equal_loss", figures.plot_equal_loss, FIGSIZE_WIDE)):

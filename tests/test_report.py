@@ -9,6 +9,7 @@ import json
 import re
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import nbformat
 import numpy as np
 import pandas as pd
@@ -16,7 +17,7 @@ import pytest
 
 from minima import runs
 from minima.report import build as report_build
-from minima.report import collection, facts, tables
+from minima.report import collection, facts, figures, tables
 
 ROOT = Path(__file__).resolve().parents[1]
 OPTIMIZERS, SEEDS = ("sgd", "adam"), (0, 1)
@@ -355,6 +356,26 @@ def test_peak_accuracy_is_each_seeds_best_epoch_and_what_the_end_keeps(capsys):
     # seed 0 peaks first at epoch 2 (tied at 3) and ends 0.05 below; seed 1 at epoch 3, 0.01 below; seed 2 diverged
     assert capsys.readouterr().out == ("peak test accuracy sgd: 0.8800 to 0.9000 at epochs 2 to 3; final - peak "
                                        "-0.0500 to -0.0100; test loss min 0.3 to 0.35, final 0.5 to 0.6\n")
+
+
+def test_training_loss_figure_draws_every_seed_of_every_run_that_did_not_diverge():
+    runs = pd.DataFrame([{"optimizer": o, "seed": s, "status": "diverged" if (o, s) == ("adam", 2) else "ok"}
+                         for o in ("sgd", "adam") for s in (0, 1, 2)])
+    rng = np.random.default_rng(3)
+    loss = {(o, s): rng.uniform(1e-3, 1, 5) for o in ("sgd", "adam") for s in (0, 1, 2)}
+    history = pd.DataFrame([{"optimizer": o, "seed": s, "epoch": e + 1, "train_loss": v}
+                            for (o, s), values in loss.items() for e, v in reversed(list(enumerate(values)))])
+    fig = figures.plot_training_loss({"runs": runs, "history": history})
+    panels = {ax.get_title(): ax for ax in fig.axes if ax.get_visible()}
+    assert set(panels) == {"SGD", "Adam"}
+    for opt, title, seeds in (("sgd", "SGD", (0, 1, 2)), ("adam", "Adam", (0, 1))):
+        lines = panels[title].get_lines()
+        assert [line.get_label() for line in lines] == [f"seed {s}" for s in seeds]
+        for line, s in zip(lines, seeds):
+            np.testing.assert_array_equal(line.get_xdata(), np.arange(1, 6))
+            np.testing.assert_array_equal(line.get_ydata(), loss[opt, s])
+        assert panels[title].get_yscale() == "log"
+    plt.close(fig)
 
 
 def test_loss_jumps_are_the_largest_late_rise_over_the_running_minimum(capsys):

@@ -68,6 +68,22 @@ def plot_grad_norms(frames, figsize=(9, 6.5), band="minmax", labels=None):
     return fig
 
 
+def plot_training_loss(frames, figsize=(9, 6.5), labels=None):
+    """Per optimizer: each seed's epoch-end training loss, one line per seed (a band over seeds would hide
+    the single-seed jumps that this figure is for)."""
+    hist = collection.only_ok(frames["history"], frames)
+    opts = collection.optimizers_in(hist)
+    fig, axes = _panels(len(opts), figsize, sharex=True, sharey=True)
+    for ax, opt in zip(axes, opts):
+        for i, (seed, h) in enumerate(hist[hist.optimizer == opt].sort_values("epoch").groupby("seed")):
+            ax.plot(h.epoch, h.train_loss, color=f"C{i}", lw=1, label=f"seed {seed}")
+        ax.set(yscale="log", title=_label(opt, labels), xlabel="epoch", ylabel="training loss")
+        ax.tick_params(labelbottom=True)  # shared x, but a panel above a hidden one is a bottom panel too
+        ax.legend()
+    fig.tight_layout()
+    return fig
+
+
 def plot_spectral_ratio_gap(frames, figsize=(13, 6), band="minmax", labels=None):
     """Ratio λ1/λ2 (top row) and gap λ1−λ2 (bottom row) over the tracked last steps, a column per optimizer.
 
