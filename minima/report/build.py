@@ -17,13 +17,14 @@ from minima.report.fair import tuned_study_beside
 from minima.runs import REPO_ROOT
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "plotting_results.ipynb"
-FIGURES = ("training_loss", "grad_norms", "spectral_ratio_gap", "sharpness", "landscape_1d", "landscape_2d", "landscape_3d",
-           "confusion", "spectral_density", "hessian_batch_sensitivity")
+FIGURES = ("training_loss", "grad_norms", "spectral_ratio_gap", "sharpness", "landscape_1d", "landscape_2d",
+           "landscape_3d", "confusion", "spectral_density", "hessian_batch_sensitivity")
 # drawn only when some run carries the instruments' files (runs made before them do not)
 OPTIONAL_FIGURES = ("preconditioned_sharpness", "subspace_overlap", "equal_loss", "full_data_outliers",
                     "lr_sensitivity", "studies_side_by_side", "time_to_target", "projected",
-                    *(f"full_size_{name}" for name in ("accuracy", "training_loss", "sharpness", "preconditioned_sharpness",
-                                                        "spectral_ratio_gap", "equal_loss", "full_data_outliers")))
+                    *(f"full_size_{name}" for name in ("accuracy", "training_loss", "sharpness",
+                                                        "preconditioned_sharpness", "spectral_ratio_gap", "equal_loss",
+                                                        "full_data_outliers")))
 TUNED = "tuned"                 # <results>/tuned: the study at the sweep's selected learning rates
 SWEEP = "sweeps/tuning"         # <results>/sweeps/tuning: the learning-rate sweep behind it
 

@@ -101,11 +101,14 @@ def loss_jumps(frames):
         rise, at, to, end = [], [], [], []
         for _, h in hist[hist.optimizer == opt].sort_values("epoch").groupby("seed"):
             loss = h.train_loss.to_numpy()
-            lowest_before = np.minimum.accumulate(loss)[:-1]
-            late = np.arange(1, len(loss)) >= len(loss) // 2  # positions 1.. whose epoch is in the second half
-            ratio = np.where(late, loss[1:] / lowest_before, 0.0)
-            i = int(np.argmax(ratio)) + 1
-            rise.append(ratio.max()), at.append(int(h.epoch.iloc[i])), to.append(loss[i])
+            start = max(1, len(loss) // 2)  # the first epoch of the second half, with one before it
+            if len(loss) <= start:
+                continue
+            ratio = loss[start:] / np.minimum.accumulate(loss)[start - 1:-1]
+            i = start + int(np.argmax(ratio))
+            rise.append(loss[i] / loss[:i].min())
+            at.append(int(h.epoch.iloc[i]))
+            to.append(loss[i])
             end.append(loss[-1] / loss.min())
         if rise:
             print(f"training-loss jumps in the second half, {opt}: largest rise over the lowest loss so far "
