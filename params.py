@@ -25,6 +25,9 @@ BATCH_SIZE = 100
 EVAL_BATCH_SIZE = 250       # per-epoch evaluation chunks: measured fastest on 2 CPU cores (larger ones spill the cache)
 RUNS_DIR = "runs"           # where new runs go: a git-ignored working folder
 RESULTS_DIR = "results"     # the committed, reviewed study; written only when asked (--results-dir results)
+# torch threads for every run, notebook or runner alike: the order of floating-point sums depends on the count, so
+# a run reproduces bit for bit only at the count it recorded. One thread a run, runs side by side on the cores.
+TORCH_THREADS = 1
 
 # ---------------------------------------------------------------- Hessian
 HESSIAN_BATCH_SIZE = 100    # the original's fixed, seeded Hessian batch (drawn with replacement)
@@ -37,13 +40,15 @@ DENSITY_RUNS = 3            # stochastic Lanczos quadrature: random starts
 DENSITY_STEPS = 60          # ... and Lanczos steps per start
 SENSITIVITY_BATCHES = (100, 1000, "full")   # Hessian batch sizes compared at the final weights
 SENSITIVITY_TRACE_SAMPLES = 10  # Hutchinson probes per batch size there (a full-set probe costs ~40 small ones)
-# At full size (Fashion-MNIST, or MNIST asked for from torchvision: 60,000 images, 600 steps an epoch) three
-# settings change, for cost; config["hessian"] records them. Sharpness and the instruments once an epoch (every
-# 200 steps would be 450 certified solves a run); the full training set's top eigenpairs by "mixed" precision
-# (float32 Lanczos, then certified on float64 products, refined in float64 only where float32 fell short:
-# minima.curvature); full-data HVPs in chunks of 250 images (the fastest on this CPU, float32 and float64 alike:
-# ~11 and ~29 s per 60,000-image HVP at one thread, against ~11 and ~48 s in chunks of 500).
-FULL_SIZE = dict(sharpness_every=600, full_data_precision="mixed", full_data_chunk=250)
+# Every solve on a large batch (the full training set's top eigenvalues, the 1,000-sample sensitivity): Lanczos on
+# float32 products, certified on float64 ones and refined in float64 only where float32 fell short ("mixed"; the
+# same EIG_TOL certificate as "float64" throughout, minima.curvature), in chunks of this many images whose graphs
+# are kept while they fit in curvature.GRAPH_MEMORY_MIB (chunk size measured in benchmarks/bench_final_analysis.py).
+FULL_DATA_PRECISION = "mixed"
+FULL_DATA_CHUNK = 250
+# At full size (Fashion-MNIST, or MNIST asked for from torchvision: 60,000 images, 600 steps an epoch) sharpness and
+# the instruments run once an epoch (every 200 steps would be 450 certified solves a run); config["hessian"] says so.
+FULL_SIZE = dict(sharpness_every=600)
 
 # ---------------------------------------------------------------- instruments (minima/tracking.py)
 TRACKING = True             # preconditioned sharpness, top-k gradient share, equal-loss curvature; sweeps may skip it
@@ -70,6 +75,9 @@ ACCURACY_TARGETS = {"mnist": (0.95, 0.96, 0.97), "fashion-mnist": (0.85, 0.87, 0
 REPRO_RTOL = 1e-5           # relative tolerance on losses, weights, gradient norms, landscapes, traces
 REPRO_EIG_RTOL = 2e-4       # on eigenvalues and what is built from them: each is certified to EIG_TOL only
 REPRO_ACCURACY_SAMPLES = 3  # accuracies may differ by this many images (confusion counts by this many)
+# Beyond rounding (training drifts on another CPU): a rerun has the same findings when every quantity the report
+# quotes (minima.findings) is within this fraction of its seed-to-seed sd in the committed study
+REPRO_FINDINGS_SD_FRACTION = 0.1
 
 # ---------------------------------------------------------------- smoke mode (tests, `make smoke`)
 # Every path of a run, at the least work that still exercises it (the tests run many of these).
@@ -78,10 +86,6 @@ SMOKE = dict(epochs=2, train_size=400, test_size=200, spectral_steps=2, sharpnes
              landscape_points=3, sensitivity_batches=(100, "full"), sensitivity_trace_samples=2,
              subspace_k=2, equal_loss_thresholds=(2.29, 2.2, 1.5), equal_loss_trace_samples=2, outlier_top=3,
              guard_steps=10,  # the missed-eigenvalue guard's search: 10 products instead of krylov.GUARD_STEPS
-             # the full training set's top-k as at full size (FULL_SIZE): float32 Lanczos, certified in float64.
-             # The same eigenvalues to 1e-10 in 2.5x less time (8 s against 21 s, 400 digits, one thread), and
-             # every smoke run then exercises the full-size path; float64 throughout is tested in test_curvature
-             full_data_precision="mixed",
              validation_size=100)  # sweeps hold out this many: 400 images are too few for VALIDATION_SIZE
 
 # ---------------------------------------------------------------- model

@@ -154,7 +154,7 @@ def curvature_at_scale(args, model_path) -> None:
     n_full = len(data.y_train)
     n_eig = min(args.eig_images, n_full)
     x_eig, y_eig = data.x_train[:n_eig], data.y_train[:n_eig]
-    chunk, precision = params.FULL_SIZE["full_data_chunk"], params.FULL_SIZE["full_data_precision"]
+    chunk, precision = params.FULL_DATA_CHUNK, params.FULL_DATA_PRECISION
     print(f"\n(iii) full-data analysis at the final weights ({weights}), HVPs over chunks of {chunk} images:")
     t0 = time.perf_counter()
     top = curvature.top_eigenpairs(model, F.cross_entropy, x_eig, y_eig, k=args.top_k, tol=params.EIG_TOL,

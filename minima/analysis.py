@@ -21,7 +21,6 @@ from minima.spectrum_tracking import SpectrumTracker
 from minima.tracking import Instruments
 
 CRITERION = F.cross_entropy
-CHUNK = 1000  # HVPs over large Hessian batches are accumulated in chunks of this many samples (full size: 250)
 
 
 def spectrum_tracker(data: Dataset, config) -> SpectrumTracker:
@@ -76,8 +75,9 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
     density = curvature.spectral_density(model, CRITERION, x, y, n_runs=h["density_runs"],
                                          n_steps=h["density_steps"], seed=seed)
     full_x, full_y = hessian_batch(data, "full", seed)
-    # at full size (params.FULL_SIZE) float32 Lanczos certified in float64, in smaller chunks; else float64 throughout
-    chunk, precision = h.get("full_data_chunk", CHUNK), h.get("full_data_precision", "float64")
+    # every solve on a large batch (the full training set, the sensitivity's 1,000): float32 Lanczos certified and,
+    # where it falls short, refined in float64 ("mixed"), over chunks whose graphs are kept while they fit
+    chunk, precision = (h.get(key, runs.LEGACY_SOLVER[key]) for key in ("full_data_chunk", "full_data_precision"))
     n_top = h.get("outlier_top", 0)
     outliers, outliers_s = None, None
     # the longest solve (an hour at full size) journals its products: a stopped run resumes it where it stopped
@@ -106,7 +106,8 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
         else:
             bx, by = hessian_batch(data, size, seed)
             progress(f"Hessian-batch sensitivity: {len(by)} samples")
-            eig = curvature.top_eigenpairs(model, CRITERION, bx, by, k=2, tol=h["tol"], batch_size=chunk, **guard)
+            eig = curvature.top_eigenpairs(model, CRITERION, bx, by, k=2, tol=h["tol"], batch_size=chunk,
+                                           precision=precision, **guard)
             tr = curvature.hessian_trace(model, CRITERION, bx, by, n_samples=h["sensitivity_trace_samples"],
                                          seed=seed, batch_size=chunk)
         sensitivity.append({"batch": str(size), "n_samples": len(by), "lambda1": eig.eigenvalues[0],

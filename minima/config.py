@@ -7,6 +7,7 @@ Bad input raises StudyError with one line naming the problem and the choices.
 
 import os
 import platform
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -100,6 +101,8 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
             "sensitivity_batches": list(get("sensitivity_batches", params.SENSITIVITY_BATCHES)),
             "sensitivity_trace_samples": get("sensitivity_trace_samples", params.SENSITIVITY_TRACE_SAMPLES),
             "outlier_top": get("outlier_top", params.OUTLIER_TOP),
+            "full_data_precision": params.FULL_DATA_PRECISION,
+            "full_data_chunk": params.FULL_DATA_CHUNK,
         },
         "tracking": {
             "on": bool(params.TRACKING if tracking is None else tracking),
@@ -122,8 +125,6 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
         config["hessian"]["pyhessian_max_hvps"] = smoke_cfg["pyhessian_max_hvps"]
     if smoke_cfg.get("guard_steps"):  # and shorten the missed-eigenvalue search; full runs keep krylov.GUARD_STEPS
         config["hessian"]["guard_steps"] = smoke_cfg["guard_steps"]
-    if smoke_cfg.get("full_data_precision"):  # and solve the full-data top-k as full-size runs do (params.SMOKE)
-        config["hessian"]["full_data_precision"] = smoke_cfg["full_data_precision"]
     return config
 
 
@@ -132,8 +133,35 @@ def pick_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def set_threads(threads=None) -> str:
+    """Set torch's thread count (None: ``params.TORCH_THREADS``, the runner's); returns a line saying so and why."""
+    wanted = params.TORCH_THREADS if threads is None else threads
+    if not _is_int(wanted) or wanted < 1:
+        raise StudyError(f"threads must be a positive integer, got {wanted!r}")
+    torch.set_num_threads(int(wanted))
+    why = ("params.TORCH_THREADS, as python -m minima run uses: runs at the same count agree bit for bit"
+           if threads is None or wanted == params.TORCH_THREADS else
+           f"asked for; params.TORCH_THREADS is {params.TORCH_THREADS}, and this run reproduces bit for bit only "
+           f"at {wanted}")
+    return f"torch threads: {torch.get_num_threads()} ({why})"
+
+
+def cpu_model() -> str:
+    """The CPU's model name (``/proc/cpuinfo``), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.split(":")[0].strip() in ("model name", "Model", "cpu model"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_info(device) -> dict:
-    """What a run records about where it ran: type, name, torch threads, cores."""
+    """What a run records about where it ran: type, name, CPU model and torch's CPU capability (the SIMD kernels
+    it picked, which change the rounding of sums), torch threads, cores."""
     device = torch.device(device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or platform.machine()
-    return {"type": device.type, "name": name, "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+    return {"type": device.type, "name": name, "cpu_model": cpu_model(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}

@@ -15,10 +15,11 @@ The training callback built on `top_eigenpairs`, `SpectrumTracker`, lives in the
 sibling `spectrum_tracking`, which needs nothing of this repository but this module.
 
 Hessian-vector products (HVPs) come from PyHessian's engine: one retained
-double-backward graph for a single batch, or its dataloader mode (forward and
-backward per chunk, weighted by chunk size) when `batch_size` splits the batch.
-Its HVP is the same `torch.autograd.grad` call a hand-written one would make
-(25.8 vs 25.7 ms per HVP, LeNet5, batch 100, one CPU thread), so we keep it.
+double-backward graph for a single batch. When `batch_size` splits the batch,
+one retained graph per chunk while they all fit in `GRAPH_MEMORY_MIB`, else
+PyHessian's dataloader mode (forward and backward per chunk for every product);
+either way weighted by chunk size. Its HVP is the same `torch.autograd.grad` call
+a hand-written one would make (benchmarks/README.md), so we keep it.
 
 Precision: where softmax probabilities come within 1e-5 of 1, float32 HVPs lose
 about 4 digits to cancellation in the cross-entropy Hessian's p(1 - p) terms, and
@@ -124,7 +125,30 @@ def _untouched(model):
                 m.training = t  # per module, not model.train(): submodules may differ
 
 
-def _engine(model, criterion, inputs, targets, batch_size, copies, float64=False, scale=None):
+GRAPH_MEMORY_MIB = 2048  # chunked HVPs keep every chunk's double-backward graph while they fit in this; 0: never
+
+
+def _graph_bytes(model, criterion, inputs, targets) -> int:
+    """What one chunk's retained double-backward graph holds: the bytes of every tensor autograd saves for it.
+
+    Counted by `saved_tensors_hooks` over the forward and the create-graph backward; a tensor saved twice
+    counts twice, so this bounds the memory from above. Leaves `.grad` as it found it (None).
+    """
+    total = [0]
+
+    def pack(t):
+        total[0] += t.numel() * t.element_size()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        loss = criterion(model(inputs), targets)
+        grads = torch.autograd.grad(loss, [p for p in model.parameters() if p.requires_grad], create_graph=True)
+    del loss, grads
+    return total[0]
+
+
+def _engine(model, criterion, inputs, targets, batch_size, copies, float64=False, scale=None,
+            graph_memory_mib=None):
     """A PyHessian object, a flat float64 HVP v -> d * H(d * v) on it (d = `scale`, else 1) and
     the dtype its products are computed in. Call inside `_untouched`, passing the list it yields.
 
@@ -132,6 +156,13 @@ def _engine(model, criterion, inputs, targets, batch_size, copies, float64=False
     inputs and targets cast; the copy holds no .grad (`_untouched` cleared them), and its
     parameters go into `copies` for `_untouched` to release (not to be confused with the
     missed-eigenvalue guard of `top_eigenpairs`).
+
+    Chunked (`batch_size` smaller than the batch): PyHessian's dataloader mode repeats every
+    chunk's forward and create-graph backward for every product. When all the chunks' graphs
+    fit in `graph_memory_mib` (measured on the first chunk, `_graph_bytes`), one single-batch
+    PyHessian object per chunk is built instead and its graph kept, so a product is only the
+    chunks' second backward passes, weighted by chunk size as the dataloader mode weights them.
+    None: the module's `GRAPH_MEMORY_MIB`, read at the call.
     """
     device = next(model.parameters()).device
     inputs, targets = inputs.to(device), targets.to(device)
@@ -139,19 +170,40 @@ def _engine(model, criterion, inputs, targets, batch_size, copies, float64=False
         model = copy.deepcopy(model).double()  # reads the weights, draws no random numbers
         copies.extend(model.parameters())
         inputs, targets = (t.double() if t.is_floating_point() else t for t in (inputs, targets))
-    cuda, chunks = device.type == "cuda", None
+    cuda, chunks, kept = device.type == "cuda", None, None
     if batch_size is not None and len(inputs) > batch_size:
         chunks = [(inputs[i:i + batch_size], targets[i:i + batch_size]) for i in range(0, len(inputs), batch_size)]
-        H = PyHessian(model, criterion, dataloader=chunks, cuda=cuda)
-    else:
+        budget = (GRAPH_MEMORY_MIB if graph_memory_mib is None else graph_memory_mib) * 2 ** 20
+        if budget > 0 and len(chunks) * _graph_bytes(model, criterion, *chunks[0]) <= budget:
+            kept = []
+            for cx, cy in chunks:
+                for p in model.parameters():
+                    p.grad = None  # each chunk's gradient (and graph) apart, not accumulated onto the last
+                H = PyHessian(model, criterion, data=(cx, cy), cuda=cuda)
+                kept.append((H.gradsH, float(len(cy))))
+            for p in model.parameters():
+                p.grad = None
+            chunks = None
+        else:
+            H = PyHessian(model, criterion, dataloader=chunks, cuda=cuda)
+    if chunks is None and kept is None:
         H = PyHessian(model, criterion, data=(inputs, targets), cuda=cuda)
     sizes = [p.numel() for p in H.params]
+
+    def kept_product(vs):
+        total = [torch.zeros_like(p) for p in H.params]
+        for grads, weight in kept:
+            total = [t + h * weight for t, h in zip(total, hessian_vector_product(grads, H.params, vs))]
+        return [t / float(len(inputs)) for t in total]
 
     def hvp(v):
         v = v if scale is None else scale * v
         # The solvers keep their vectors in float64; the model sees its own dtype.
         vs = [c.view_as(p).to(p.dtype) for c, p in zip(v.split(sizes), H.params)]
-        hv = H.dataloader_hv_product(vs)[1] if chunks else hessian_vector_product(H.gradsH, H.params, vs)
+        if kept is not None:
+            hv = kept_product(vs)
+        else:
+            hv = H.dataloader_hv_product(vs)[1] if chunks else hessian_vector_product(H.gradsH, H.params, vs)
         hv = torch.cat([h.reshape(-1) for h in hv]).to(torch.float64)
         return hv if scale is None else scale * hv
 
@@ -301,7 +353,7 @@ def _scaling(preconditioner, params, device):
 def top_eigenpairs(model, criterion, inputs, targets, k=2, tol=1e-4, init=None, method="lanczos",
                    batch_size=None, max_hvps=500, seed=0, pyhessian_tol=1e-3, precision="float64",
                    preconditioner=None, guard=False, guard_steps=GUARD_STEPS, progress=None,
-                   journal=None) -> EigenResult:
+                   journal=None, graph_memory_mib=None) -> EigenResult:
     """The k largest algebraic eigenvalues of A = P^(-1/2) H P^(-1/2), H the Hessian of
     criterion(model(inputs), targets), P a positive diagonal (the identity by default).
 
@@ -348,6 +400,9 @@ def top_eigenpairs(model, criterion, inputs, targets, k=2, tol=1e-4, init=None, 
     journal: an `HvpJournal`: every product is saved to its folder as it is computed, and a
         rerun of the same solve reads them back, so a stopped solve resumes where it stopped
         with the same answer, bit for bit (on a CPU at the same thread count). Lanczos only.
+    graph_memory_mib: with `batch_size`, keep each chunk's graph while all fit in this many MiB
+        (`_engine`; None: `GRAPH_MEMORY_MIB`); 0 rebuilds them for every product, as PyHessian's dataloader
+        mode does.
     """
     if method not in METHODS:
         raise ValueError(f"method must be one of {METHODS}, got {method!r}")
@@ -370,11 +425,13 @@ def top_eigenpairs(model, criterion, inputs, targets, k=2, tol=1e-4, init=None, 
     scale = None if preconditioner is None else _scaling(preconditioner, params, device)
     wide = precision != "model" and any(p.dtype != torch.float64 for p in params)
     gen = torch.Generator().manual_seed(seed)
+    # PyHessian's own iteration reads one graph (or rebuilds chunks itself): no kept chunk graphs for it
+    memory = dict(graph_memory_mib=0 if method == "pyhessian" else graph_memory_mib)
     with _untouched(model) as copies:
         # the operators in the order they are used; the last one certifies
-        ops = [_engine(model, criterion, inputs, targets, batch_size, copies, scale=scale)] \
+        ops = [_engine(model, criterion, inputs, targets, batch_size, copies, scale=scale, **memory)] \
             if not wide or precision == "mixed" or method == "pyhessian" else []
-        ops += [_engine(model, criterion, inputs, targets, batch_size, copies, float64=True, scale=scale)] \
+        ops += [_engine(model, criterion, inputs, targets, batch_size, copies, float64=True, scale=scale, **memory)] \
             if wide else []
         if journal is not None:
             key = _operator_digest(model, criterion, inputs, targets, batch_size, scale)
@@ -438,7 +495,7 @@ def _pyhessian_eigenpairs(H, judge, k, tol, pyhessian_tol, max_hvps, seed, devic
 
 
 def hessian_trace(model, criterion, inputs, targets, n_samples=100, seed=0, batch_size=None,
-                  precision="model") -> TraceResult:
+                  precision="model", graph_memory_mib=None) -> TraceResult:
     """Hutchinson's estimate of tr(H): the mean of z^T H z over Rademacher probes z (Hutchinson
     1990; per probe the variance is 2 (||H||_F^2 - sum_i H_ii^2), Avron and Toledo 2011).
 
@@ -447,13 +504,15 @@ def hessian_trace(model, criterion, inputs, targets, n_samples=100, seed=0, batc
     misbehaves for traces near or below zero). precision: "model" (default: the
     model's own HVPs; on LeNet5 at training loss 1.5e-5, float32 moved the estimate
     by 0.014 standard errors, see benchmarks/bench_eigensolver.py) or "float64".
+    graph_memory_mib as in `top_eigenpairs`.
     """
     if n_samples < 2:
         raise ValueError(f"n_samples must be >= 2 for a standard error, got {n_samples}")
     _check_precision(precision, ("model", "float64"))
     gen, device = torch.Generator().manual_seed(seed), next(model.parameters()).device
     with _untouched(model) as copies:
-        H, hvp, dtype = _engine(model, criterion, inputs, targets, batch_size, copies, float64=precision == "float64")
+        H, hvp, dtype = _engine(model, criterion, inputs, targets, batch_size, copies, float64=precision == "float64",
+                                graph_memory_mib=graph_memory_mib)
         n = sum(p.numel() for p in H.params)
         samples = [float(z @ hvp(z)) for z in (_rademacher(n, gen, device) for _ in range(n_samples))]
     return TraceResult(float(np.mean(samples)), float(np.std(samples, ddof=1) / math.sqrt(n_samples)),

@@ -37,6 +37,9 @@ TRACKING, EQUAL_LOSS = "tracking.csv", "equal_loss.csv"
 DENSITY, LANDSCAPE, NOTEBOOK = "density.npz", "landscape.npz", "notebook.ipynb"
 CHECKPOINT, DONE, ERROR, JOB_LOG, LOCK = "checkpoint.pt", "done", "error.txt", "job.log", "lock"
 HVP_JOURNAL = "hvp-journal"   # the final analysis's saved products (curvature.HvpJournal), for a resume
+# config["hessian"] keys that choose how the large-batch eigenvalues are solved, not what they are (each path is
+# certified to the same tolerance); a run recorded before they existed solved in float64, in chunks of 1,000
+LEGACY_SOLVER = {"full_data_precision": "float64", "full_data_chunk": 1000}
 CSV_FILES = (HISTORY, SPECTRUM, SHARPNESS, TRACKING, EQUAL_LOSS)
 JSON_FILES = (CONFIG, FINAL, CURVATURE)
 NPZ_FILES = (DENSITY, LANDSCAPE)

@@ -205,11 +205,11 @@ def test_unknown_dataset_is_refused_with_the_valid_choices(tmp_path, dataset):
 def test_full_size_settings_go_with_60000_images_and_only_there(tmp_path, dataset, source, full):
     h = helpers.make_config("adam", 0, dataset=dataset, data_source=source, results_dir=tmp_path)["hessian"]
     assert h["sharpness_every"] == (params.FULL_SIZE["sharpness_every"] if full else params.SHARPNESS_EVERY)
-    assert ("full_data_precision" in h) == ("full_data_chunk" in h) == full  # absent: float64, chunks of 1000
+    # every size solves its large batches one way: float32 Lanczos certified in float64, in chunks
+    assert (h["full_data_precision"], h["full_data_chunk"]) == (params.FULL_DATA_PRECISION, params.FULL_DATA_CHUNK)
     smoke = helpers.make_config("adam", 0, dataset=dataset, data_source=source, smoke=True, results_dir=tmp_path)
     assert smoke["hessian"]["sharpness_every"] == params.SMOKE["sharpness_every"]  # smoke values still win
-    assert smoke["hessian"]["full_data_precision"] == "mixed"  # every smoke run: the full-size path (params.SMOKE)
-    assert ("full_data_chunk" in smoke["hessian"]) == full
+    assert smoke["hessian"]["full_data_precision"] == "mixed"
 
 
 def test_run_folder_names_the_dataset_and_mnist_paths_stay(tmp_path):
@@ -305,7 +305,7 @@ def test_smoke_notebook_on_tiny_fashion_mnist_leaves_a_complete_run_folder(tmp_p
     assert not (tmp_path / "results" / "sgd").exists()  # nothing went to MNIST's path
     # the full-size settings reached the run: the full-data top-k by mixed precision, still certified in float64
     h = runs.load_json(run_dir / "config.json")["hessian"]
-    assert (h["full_data_precision"], h["full_data_chunk"]) == ("mixed", params.FULL_SIZE["full_data_chunk"])
+    assert (h["full_data_precision"], h["full_data_chunk"]) == ("mixed", params.FULL_DATA_CHUNK)
     top = runs.load_json(run_dir / "curvature.json")["full_data_top"]
     assert top["certified_in"] == "float64" and top["n_samples"] == params.SMOKE["train_size"]
     assert 0 < top["n_hvps_float64"] < top["n_hvps"]  # float32 Lanczos first, then the float64 check
