@@ -22,11 +22,9 @@ from minima.config import make_config
 from minima.data import resolve_data_source
 from minima.lock import RunLock
 
-# How runs share the machine. Each run gets TORCH_THREADS threads, whatever the core count, so its numbers do not
-# depend on the machine's size (a different thread count changes the order of floating-point sums); up to one run
-# per TORCH_THREADS cores runs at once. On this 2-core machine two 1-thread runs side by side are the committed
-# study's setting: a 2-thread run slows down several-fold whenever anything else wants a core.
-TORCH_THREADS = 1
+# Each run gets params.TORCH_THREADS threads whatever the core count, so its numbers do not depend on the machine's
+# size; up to one run per TORCH_THREADS cores runs at once.
+TORCH_THREADS = params.TORCH_THREADS
 
 
 def run_config(optimizer, seed, *, smoke=False, epochs=None, batch_size=None, data_source=None, data_dir=None,
@@ -39,11 +37,12 @@ def run_config(optimizer, seed, *, smoke=False, epochs=None, batch_size=None, da
                        dataset=dataset, tracking=tracking, final_analysis=final_analysis, experiment=experiment)
 
 
-def execute_run(config, *, force=False, progress=True, log_output=False) -> str:
+def execute_run(config, *, force=False, progress=True, log_output=False, threads=None) -> str:
     """Execute the optimizer's notebook for one config; returns done, skipped, diverged or ``failed: <why>``.
 
     A run that another process is executing is refused (``failed: ... is
-    being run by pid ... on ... since ...``) and left alone.
+    being run by pid ... on ... since ...``) and left alone. ``threads``: the
+    kernel's torch threads (default ``params.TORCH_THREADS``, as a notebook).
     """
     import papermill
 
@@ -65,7 +64,8 @@ def execute_run(config, *, force=False, progress=True, log_output=False) -> str:
                       "EXPERIMENT": config.get("experiment"),
                       "VALIDATION_SIZE": config["data"]["validation_size"], "RESULTS_DIR": config["results_dir"],
                       "TRACKING": config["tracking"]["on"], "FINAL_ANALYSIS": config["final_analysis"],
-                      "DATA_DIR": config["data"]["data_dir"], "FORCE": force, "PROGRESS": progress}
+                      "DATA_DIR": config["data"]["data_dir"], "FORCE": force, "PROGRESS": progress,
+                      "THREADS": threads or TORCH_THREADS}
         source = notebooks.optimizer_notebook(config["optimizer"], run_dir)
         os.environ[RunLock.ENV] = lock.token   # the kernel papermill starts inherits it
         try:
@@ -138,14 +138,14 @@ def run_configs(configs, *, jobs=None, threads=None, force=False, quiet=True) ->
     if jobs == 1:
         for cfg in configs:
             print(f"[{_label(cfg)}] running -> {runs.run_dir_for(cfg)}", flush=True)
-            outcome, seconds = _timed_run(cfg, force, not quiet)
+            outcome, seconds = _timed_run(cfg, force, not quiet, threads)
             failures += outcome.startswith("failed")
             print(f"[{_label(cfg)}] {outcome} ({seconds:.0f} s)", flush=True)
         return 1 if failures else 0
     print(f"{len(configs)} runs, {jobs} at a time, {os.environ['OMP_NUM_THREADS']} torch thread(s) each", flush=True)
     # spawn, not fork: a forked copy of a process with threads running (zmq's, a lock's heartbeat) can deadlock
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:  # output not echoed
-        futures = {pool.submit(_timed_run, cfg, force, False): cfg for cfg in configs}
+        futures = {pool.submit(_timed_run, cfg, force, False, threads): cfg for cfg in configs}
         for future in as_completed(futures):
             outcome, seconds = future.result()
             failures += outcome.startswith("failed")
@@ -174,9 +174,9 @@ def _label(config) -> str:
     return f"{where} seed {config['seed']}"
 
 
-def _timed_run(config, force, log_output) -> tuple[str, float]:
+def _timed_run(config, force, log_output, threads=None) -> tuple[str, float]:
     t0 = time.time()
-    return execute_run(config, force=force, log_output=log_output), time.time() - t0
+    return execute_run(config, force=force, log_output=log_output, threads=threads), time.time() - t0
 
 
 def usable_cores() -> int:

@@ -39,6 +39,7 @@ RESULTS_DIR = "../runs"
 DATA_DIR = "../data"
 FORCE = False          # redo a complete run
 PROGRESS = True
+THREADS = None         # torch threads (None: params.TORCH_THREADS, as the runner uses; see the next cell)
 
 # %%
 # %matplotlib inline
@@ -52,6 +53,9 @@ import pandas as pd
 import helpers
 from minima import analysis, plots, training
 
+# The thread count changes the order of floating-point sums, so a run is bit for bit repeatable only at the count
+# it records (config.json); the runner uses the same constant. Raise THREADS above for speed at the cost of that.
+print(helpers.set_threads(THREADS))
 config = helpers.make_config(OPTIMIZER, SEED, epochs=EPOCHS, batch_size=BATCH_SIZE, data_source=DATA_SOURCE,
                              smoke=SMOKE, overrides=OVERRIDES, validation_size=VALIDATION_SIZE,
                              results_dir=RESULTS_DIR, data_dir=DATA_DIR, sweep=SWEEP, dataset=DATASET,
