@@ -7,7 +7,7 @@ notebooks read as a short list of calls and the rules live in one place.
 
 from minima import runs
 from minima.config import device_info, make_config, pick_device, set_threads  # noqa: F401 - notebook API
-from minima.data import Dataset, hessian_batch, load_mnist, write_idx  # noqa: F401 - notebook API
+from minima.data import Dataset, hessian_batch, load_mnist, load_run_data, write_idx  # noqa: F401 - notebook API
 from minima.runs import REPO_ROOT, StudyError, is_done, load_run, mark_done, run_dir_for  # noqa: F401 - notebook API
 
 

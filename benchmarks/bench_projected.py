@@ -27,6 +27,7 @@ import params
 from helpers import load_mnist, mark_done, open_run, pick_device
 from minima import projected, runner, runs, training
 from minima.cli import seed_arg
+from minima.config import make_config
 from minima.projected_study import steps_per_epoch
 
 LR, BATCH = 0.1, 100                                   # the original study's SGD
@@ -35,7 +36,7 @@ SMOKE_SWEEP_EPOCHS = (1, 2)
 
 
 def _config(optimizer, seed, results_dir, smoke, epochs, **overrides):
-    return runner.run_config(optimizer, seed, smoke=smoke, epochs=epochs, batch_size=BATCH, data_source="embedded",
+    return make_config(optimizer, seed, smoke=smoke, epochs=epochs, batch_size=BATCH, data_source="embedded",
                              overrides=overrides, results_dir=results_dir)
 
 

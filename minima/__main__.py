@@ -29,6 +29,9 @@ DEFAULT_RESULTS = str(runs.REPO_ROOT / params.RESULTS_DIR)
 
 
 def cmd_status(args) -> int:
+    from pathlib import Path
+    if not Path(args.results_dir).is_dir():
+        raise runs.StudyError(f"no study folder {args.results_dir} (runs go to {DEFAULT_RUNS} by default)")
     runs.print_status(args.results_dir)
     return 0
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch.nn.functional as F
 
-from minima import curvature, landscape, runs, subspace
+from minima import curvature, landscape, runs, schema, subspace
 from minima.data import Dataset, hessian_batch
 from minima.krylov import GUARD_STEPS
 from minima.spectrum_tracking import SpectrumTracker
@@ -47,11 +47,11 @@ def save_tracking(callbacks, run_dir) -> None:
     """Each tracker's rows into its file of the run folder (spectrum, sharpness, tracking, equal_loss)."""
     for cb in callbacks if isinstance(callbacks, (list, tuple)) else [callbacks]:
         if isinstance(cb, SpectrumTracker):
-            runs.save_csv(Path(run_dir) / runs.SPECTRUM, cb.spectrum)
-            runs.save_csv(Path(run_dir) / runs.SHARPNESS, cb.sharpness)
+            runs.save_csv(Path(run_dir) / runs.SPECTRUM, schema.SPECTRUM.written(cb.spectrum))
+            runs.save_csv(Path(run_dir) / runs.SHARPNESS, schema.SHARPNESS.written(cb.sharpness))
         elif isinstance(cb, Instruments):
-            runs.save_csv(Path(run_dir) / runs.TRACKING, cb.rows)
-            runs.save_csv(Path(run_dir) / runs.EQUAL_LOSS, cb.equal_loss)
+            runs.save_csv(Path(run_dir) / runs.TRACKING, schema.TRACKING.written(cb.rows))
+            runs.save_csv(Path(run_dir) / runs.EQUAL_LOSS, schema.EQUAL_LOSS.written(cb.equal_loss))
 
 
 def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> dict:
@@ -149,7 +149,7 @@ def final_curvature(model, data: Dataset, config, run_dir, progress=print) -> di
     grid = np.linspace(lo - pad, hi + pad, 1000)
     runs.save_npz(Path(run_dir) / runs.DENSITY, nodes=density.nodes, weights=density.weights,
                      grid=grid, density=curvature.density_on_grid(density, grid))
-    runs.save_json(Path(run_dir) / runs.CURVATURE, summary)
+    runs.save_json(Path(run_dir) / runs.CURVATURE, schema.CURVATURE.written(summary))
     return dict(summary, eigenvectors=top.eigenvectors)
 
 

@@ -13,11 +13,24 @@ class OneLineParser(argparse.ArgumentParser):
         sys.exit(2)
 
 
+MAX_SEED = 2 ** 32 - 1  # numpy's generators take seeds in [0, 2**32); torch's take more
+
+
+def check_seed(seed) -> int:
+    """A seed numpy and torch both accept, as an int; StudyError naming the valid range otherwise."""
+    if isinstance(seed, bool) or not isinstance(seed, int) and not (hasattr(seed, "__index__")
+                                                                   and not isinstance(seed, float)):
+        raise StudyError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
+    if not 0 <= int(seed) <= MAX_SEED:
+        raise StudyError(f"seed must be an integer from 0 to {MAX_SEED}, got {int(seed)}")
+    return int(seed)
+
+
 def seed_arg(text):
     try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"seed must be an integer, got {text!r}") from None
+        return check_seed(int(text))
+    except (ValueError, StudyError):
+        raise argparse.ArgumentTypeError(f"seed must be an integer from 0 to {MAX_SEED}, got {text!r}") from None
 
 
 def parse_value(text):

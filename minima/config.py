@@ -14,6 +14,7 @@ import torch
 
 import params
 from minima import optimizers
+from minima.cli import check_seed
 from minima.data import check_dataset
 from minima.runs import REPO_ROOT, StudyError, check_experiment_name, check_sweep_name
 
@@ -32,8 +33,10 @@ def _check_positive(name, value, kind=float):
 def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, data_source=None,
                 smoke=False, overrides=None, validation_size=0, results_dir=None, data_dir=None, sweep=None,
                 tracking=None, final_analysis=None, dataset=None, experiment=None):
-    """Everything one run needs, validated, as a JSON-able dict.
+    """Everything one run needs, validated, as a JSON-able dict: the one object that the runner, the sweeps,
+    the experiments and the notebook pass on whole (it becomes the run's config.json).
 
+    Adding a setting: its default in params.py, its key here, and the code that reads it; nothing else.
     ``None`` means "the value in params.py"; ``dataset`` is ``mnist`` or
     ``fashion-mnist`` (``config["data"]["dataset"]``; it names the run folder
     of a Fashion-MNIST run, ``runs.run_dir_for``); ``overrides`` replaces optimizer
@@ -48,8 +51,7 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
     ``config["hessian"]`` takes ``params.FULL_SIZE`` (smoke values still win).
     """
     optimizers.get(optimizer)
-    if not _is_int(seed):
-        raise StudyError(f"seed must be an integer, got {seed!r}")
+    check_seed(seed)
     overrides = dict(overrides or {})
     hyper = optimizers.hyperparameters(optimizer, overrides)
     smoke_cfg = params.SMOKE if smoke else {}
@@ -115,7 +117,7 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
             "radius": params.LANDSCAPE_RADIUS,
         },
         "final_analysis": bool(params.FINAL_ANALYSIS if final_analysis is None else final_analysis),
-        "results_dir": str(results_dir or REPO_ROOT / params.RUNS_DIR),
+        "results_dir": str(Path(results_dir or REPO_ROOT / params.RUNS_DIR).resolve()),
         "sweep": sweep,
         "experiment": experiment,
     }
@@ -165,3 +167,11 @@ def device_info(device) -> dict:
     return {"type": device.type, "name": name, "cpu_model": cpu_model(),
             "cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "torch_threads": torch.get_num_threads(), "cpu_count": os.cpu_count()}
+
+
+def usable_cores() -> int:
+    """The cores this process may run on."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1

@@ -176,6 +176,13 @@ def _read_torchvision(class_name, data_dir, raw):
     return train.data, train.targets.long(), test.data, test.targets.long()
 
 
+def load_run_data(config, device="cpu") -> Dataset:
+    """The data of one run, as its config (``minima.config.make_config``) names it, on ``device``."""
+    d = config["data"]
+    return load_mnist(d["source_requested"], d["data_dir"], train_size=d["train_size"], test_size=d["test_size"],
+                      validation_size=d["validation_size"], device=device, dataset=d["dataset"])
+
+
 def load_mnist(source=params.DATA_SOURCE, data_dir=None, *, train_size=None, test_size=None,
                validation_size=0, device="cpu", timeout_s=params.DOWNLOAD_TIMEOUT_S, verbose=True,
                dataset=None) -> Dataset:

@@ -1,6 +1,6 @@
 """The lock of a run folder: one executing process holds it; a second launch is refused, naming the holder.
 
-Torch-free and free of the rest of the package but for StudyError, so
+Torch-free and free of the rest of the package but for ``minima.errors``, so
 ``minima.runs`` (which owns the folder) re-exports it.
 """
 
@@ -12,6 +12,8 @@ import threading
 import time
 import uuid
 from pathlib import Path
+
+from minima.errors import StudyError
 
 LOCK = "lock"        # the file's name in the run folder
 ALIVE_S = 120        # a lock (or any run file) touched this recently means its run is alive
@@ -43,7 +45,6 @@ def _alive(pid) -> bool:
 
 
 def _refuse(message):
-    from minima.runs import StudyError  # imported here: runs imports this module
     raise StudyError(message)
 
 

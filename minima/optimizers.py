@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 import torch
 
 import params
-from minima import projected
-from minima.runs import StudyError
+from minima.errors import StudyError
 
 # ---------------------------------------------------------------------------- the steps
 
@@ -74,14 +73,15 @@ class OptimizerEntry:
     build: Callable[..., torch.optim.Optimizer]   # build(model_parameters, **hyperparameters)
     defaults: Mapping                             # from params.py
     step: Callable = plain_step
-    accepts: tuple = field(default=())            # constructors whose keywords are valid overrides
+    accepts: tuple | Callable = field(default=())  # constructors whose keywords are valid overrides, or a function
+                                                  # returning them (imports the optimizer's package only when asked)
     attach: Callable | None = None                # attach(optimizer, model, data, config) -> callbacks that
                                                   # training.train runs after the caller's (state, files)
     in_study: bool = True                         # one of the study's optimizers (False: an experiment's)
 
     def valid_keywords(self) -> list[str]:
         names = []
-        for fn in self.accepts or (self.build,):
+        for fn in signatures(self):
             for p in inspect.signature(fn).parameters.values():
                 if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or p.name in ("self", "params", "base_optimizer"):
                     continue
@@ -91,6 +91,12 @@ class OptimizerEntry:
 
 
 REGISTRY: dict[str, OptimizerEntry] = {}
+
+
+def signatures(entry: OptimizerEntry) -> tuple:
+    """The constructors whose keywords are valid overrides of ``entry``."""
+    accepts = entry.accepts() if callable(entry.accepts) else entry.accepts
+    return tuple(accepts) or (entry.build,)
 
 
 def register(entry: OptimizerEntry) -> OptimizerEntry:
@@ -169,9 +175,9 @@ def _sam(model_params, **hyper):
     return SAM(model_params, base_optimizer=torch.optim.SGD, **hyper)
 
 
-def _adahessian_signature():
+def _adahessian_signatures():
     import torch_optimizer
-    return torch_optimizer.Adahessian.__init__
+    return (torch_optimizer.Adahessian.__init__,)
 
 
 def _sam_signatures():
@@ -192,12 +198,12 @@ register(OptimizerEntry(
     "adahessian", "AdaHessian",
     "Adam-like, with a Hutchinson estimate of the Hessian diagonal in place of the squared gradient "
     "(torch_optimizer.Adahessian, as the original ran it)",
-    _adahessian, params.ADAHESSIAN, step=second_order_step, accepts=(_adahessian_signature(),)))
+    _adahessian, params.ADAHESSIAN, step=second_order_step, accepts=_adahessian_signatures))
 register(OptimizerEntry(
     "sam", "SAM",
     "sharpness-aware minimisation (Foret et al. 2021) around SGD: the step taken with the gradient at the worst "
     "point within rho (pytorch_optimizer.SAM)",
-    _sam, params.SAM, step=sam_step, accepts=_sam_signatures()))
+    _sam, params.SAM, step=sam_step, accepts=_sam_signatures))
 
 
 def _projected(params, base, lam, k, refresh_every, start_step, **base_hyper):
@@ -209,19 +215,26 @@ def _projected(params, base, lam, k, refresh_every, start_step, **base_hyper):
     if base not in bases:
         raise ValueError(f"base must be one of {', '.join(bases)}, got {base!r}: the projection replaces the one "
                          "gradient of a plain step (AdaHessian differentiates .grad again, SAM takes two)")
+    from minima import projected  # the eigensolver and PyHessian, loaded only when a projected run is built
     return projected.wrap(REGISTRY[base].build(params, **base_hyper), lam, k, refresh_every, start_step)
 
 
 def _projected_signatures():
-    """Its own keywords, then those of every plain-step base registered so far (their lr, momentum, ...)."""
-    return (_projected, *(fn for e in REGISTRY.values() if e.step is plain_step for fn in e.accepts))
+    """Its own keywords, then those of every plain-step base registered (their lr, momentum, ...)."""
+    return (_projected, *(fn for e in REGISTRY.values() if e.step is plain_step and e.name != "projected"
+                          for fn in signatures(e)))
+
+
+def _projected_attach(*args, **kwargs):
+    from minima import projected
+    return projected.attach(*args, **kwargs)
 
 
 register(OptimizerEntry(
     "projected", "Projected SGD",
     "the base optimizer (SGD) stepping with lam times the gradient's part in the top-k Hessian eigenspace plus "
     "1 - lam times the rest, the eigenvectors refreshed every few steps (minima/projected.py)",
-    _projected, params.PROJECTED, accepts=_projected_signatures(), attach=projected.attach, in_study=False))
+    _projected, params.PROJECTED, accepts=_projected_signatures, attach=_projected_attach, in_study=False))
 
 
 for _path in filter(None, os.environ.get("MINIMA_EXTRA_OPTIMIZERS", "").split(os.pathsep)):

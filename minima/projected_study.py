@@ -26,8 +26,9 @@ import math
 import params
 from minima import optimizers, runs
 from minima.cli import seed_arg
+from minima.config import make_config
 from minima.data import load_mnist
-from minima.runner import run_config, run_configs
+from minima.runner import run_configs
 
 EXPERIMENT = "projected"
 GROUPS = ("check", "early", "final", "refresh")
@@ -70,7 +71,7 @@ def plan(groups=GROUPS, seeds=None, *, lams=None, smoke=False, results_dir=None,
     train_only = dict(tracking=False, final_analysis=False)
 
     def config(group, optimizer, seed, overrides, **kw):
-        return run_config(optimizer, seed, overrides=overrides, experiment=f"{EXPERIMENT}/{group}", **common, **kw)
+        return make_config(optimizer, seed, overrides=overrides, experiment=f"{EXPERIMENT}/{group}", **common, **kw)
 
     configs = []
     for group in GROUPS:  # cheapest first: the built-in check, then the short runs
@@ -87,7 +88,7 @@ def plan(groups=GROUPS, seeds=None, *, lams=None, smoke=False, results_dir=None,
                                    epochs=early_epochs, **train_only) for lam in lams]
             elif group == "final":
                 start = final_start_step(epochs, per_epoch)
-                configs += [run_config("sgd", seed, **common)]  # the original study's run
+                configs += [make_config("sgd", seed, **common)]  # the original study's run
                 configs += [config(group, "projected", seed, {"lam": lam, "start_step": start}, epochs=epochs,
                                    final_analysis=False) for lam in lams]
             else:

@@ -23,11 +23,11 @@ from pathlib import Path
 
 import torch
 
+import params
 from minima import analysis, runs, training
 from minima.config import device_info
 from minima.data import load_mnist
 from minima.lock import RunLock
-from minima.runner import TORCH_THREADS
 from minima.runs import StudyError
 
 STAGING = ".reanalyse"
@@ -107,7 +107,7 @@ def reanalyse(run_dir, data_dir=None, device="cpu", progress=print) -> dict:
 
 def cmd_reanalyse(args) -> int:
     # as many threads as `python -m minima run` gave the run, so that unchanged numbers come back bit for bit
-    torch.set_num_threads(args.threads or TORCH_THREADS)
+    torch.set_num_threads(args.threads or params.TORCH_THREADS)
     for folder in args.runs:
         _check(Path(folder))  # every folder is checked before the first hour of work starts
     for folder in args.runs:
@@ -123,6 +123,6 @@ def add_parser(sub) -> None:
     p = sub.add_parser("reanalyse", help="redo complete runs' final analysis from their model.pt (no retraining)")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR", help="complete run folders, e.g. results/sgd/seed0")
     p.add_argument("--data-dir", help="where the run's data lives (default: the data_dir its config records)")
-    p.add_argument("--threads", type=int, help="torch CPU threads (default: minima.runner.TORCH_THREADS = 1, "
+    p.add_argument("--threads", type=int, help="torch CPU threads (default: params.TORCH_THREADS = 1, "
                                                 "as the run had)")
     p.set_defaults(func=cmd_reanalyse)

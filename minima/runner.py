@@ -13,12 +13,11 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from pathlib import Path
 
 import params
 from minima import notebooks, optimizers, runs
 from minima.cli import parse_value
-from minima.config import make_config
+from minima.config import make_config, usable_cores
 from minima.data import resolve_data_source
 from minima.lock import RunLock
 
@@ -27,22 +26,13 @@ from minima.lock import RunLock
 TORCH_THREADS = params.TORCH_THREADS
 
 
-def run_config(optimizer, seed, *, smoke=False, epochs=None, batch_size=None, data_source=None, data_dir=None,
-               overrides=None, sweep=None, validation_size=0, results_dir=None, dataset=None, tracking=None,
-               final_analysis=None, experiment=None):
-    """The validated config of one run (raises StudyError on bad input)."""
-    return make_config(optimizer, seed, epochs=epochs, batch_size=batch_size, data_source=data_source, smoke=smoke,
-                       overrides=overrides, sweep=sweep, validation_size=validation_size, data_dir=data_dir,
-                       results_dir=str(Path(results_dir or runs.REPO_ROOT / params.RUNS_DIR).resolve()),
-                       dataset=dataset, tracking=tracking, final_analysis=final_analysis, experiment=experiment)
-
-
 def execute_run(config, *, force=False, progress=True, log_output=False, threads=None) -> str:
     """Execute the optimizer's notebook for one config; returns done, skipped, diverged or ``failed: <why>``.
 
     A run that another process is executing is refused (``failed: ... is
     being run by pid ... on ... since ...``) and left alone. ``threads``: the
-    kernel's torch threads (default ``params.TORCH_THREADS``, as a notebook).
+    kernel's torch threads (default: ``$OMP_NUM_THREADS`` as the runner or a sweep's
+    launcher set it, else ``params.TORCH_THREADS``, as a notebook).
     """
     import papermill
 
@@ -56,16 +46,10 @@ def execute_run(config, *, force=False, progress=True, log_output=False, threads
         return f"failed: {e}"
     try:
         (run_dir / runs.ERROR).unlink(missing_ok=True)
-        parameters = {"OPTIMIZER": config["optimizer"], "SEED": config["seed"], "EPOCHS": config["epochs"],
-                      "BATCH_SIZE": config["batch_size"],
-                      "DATA_SOURCE": config["data"]["source_requested"], "SMOKE": config["smoke"],
-                      "DATASET": config["data"].get("dataset", "mnist"),
-                      "OVERRIDES": config["overrides"], "SWEEP": config["sweep"],
-                      "EXPERIMENT": config.get("experiment"),
-                      "VALIDATION_SIZE": config["data"]["validation_size"], "RESULTS_DIR": config["results_dir"],
-                      "TRACKING": config["tracking"]["on"], "FINAL_ANALYSIS": config["final_analysis"],
-                      "DATA_DIR": config["data"]["data_dir"], "FORCE": force, "PROGRESS": progress,
-                      "THREADS": threads or TORCH_THREADS}
+        # the validated config travels whole; the kernel's threads: asked for, else what the launcher set
+        threads = threads or int(os.environ.get("OMP_NUM_THREADS") or TORCH_THREADS)
+        parameters = {"OPTIMIZER": config["optimizer"], "SEED": config["seed"], "CONFIG": config,
+                      "FORCE": force, "PROGRESS": progress, "THREADS": threads}
         source = notebooks.optimizer_notebook(config["optimizer"], run_dir)
         os.environ[RunLock.ENV] = lock.token   # the kernel papermill starts inherits it
         try:
@@ -114,9 +98,9 @@ def cmd_run(args) -> int:
                 del per_optimizer[opt]
             else:
                 per_optimizer[opt]["lr"] = lr
-    configs = [run_config(opt, seed, smoke=args.smoke, epochs=args.epochs, batch_size=args.batch_size,
-                          data_source=args.data_source, data_dir=args.data_dir, dataset=args.dataset,
-                          overrides=per_optimizer[opt], results_dir=args.results_dir)
+    configs = [make_config(opt, seed, smoke=args.smoke, epochs=args.epochs, batch_size=args.batch_size,
+                           data_source=args.data_source, data_dir=args.data_dir, dataset=args.dataset,
+                           overrides=per_optimizer[opt], results_dir=args.results_dir)
                for seed in args.seeds for opt in per_optimizer]  # seed by seed: a stopped study has whole seeds
     return run_configs(configs, jobs=args.jobs, threads=args.threads, force=args.force, quiet=args.quiet)
 
@@ -177,10 +161,3 @@ def _label(config) -> str:
 def _timed_run(config, force, log_output, threads=None) -> tuple[str, float]:
     t0 = time.time()
     return execute_run(config, force=force, log_output=log_output, threads=threads), time.time() - t0
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1

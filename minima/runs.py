@@ -27,14 +27,17 @@ import tempfile
 import time
 from pathlib import Path
 
+from minima import schema
+from minima.errors import StudyError  # noqa: F401 - re-exported: the package's error
 from minima.lock import ALIVE_S, HEARTBEAT_S, RunLock, file_mode  # noqa: F401 - re-exported: the run folder's lock
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
-CONFIG, HISTORY, FINAL, MODEL = "config.json", "history.csv", "final.json", "model.pt"
-SPECTRUM, SHARPNESS, CURVATURE = "spectrum.csv", "sharpness.csv", "curvature.json"
-TRACKING, EQUAL_LOSS = "tracking.csv", "equal_loss.csv"
-DENSITY, LANDSCAPE, NOTEBOOK = "density.npz", "landscape.npz", "notebook.ipynb"
+# the result files, named (and their contents declared) in minima.schema
+CONFIG, HISTORY, FINAL, MODEL = schema.CONFIG_FILE, schema.HISTORY_FILE, schema.FINAL_FILE, schema.MODEL_FILE
+SPECTRUM, SHARPNESS, CURVATURE = schema.SPECTRUM_FILE, schema.SHARPNESS_FILE, schema.CURVATURE_FILE
+TRACKING, EQUAL_LOSS = schema.TRACKING_FILE, schema.EQUAL_LOSS_FILE
+DENSITY, LANDSCAPE, NOTEBOOK = schema.DENSITY_FILE, schema.LANDSCAPE_FILE, "notebook.ipynb"
 CHECKPOINT, DONE, ERROR, JOB_LOG, LOCK = "checkpoint.pt", "done", "error.txt", "job.log", "lock"
 HVP_JOURNAL = "hvp-journal"   # the final analysis's saved products (curvature.HvpJournal), for a resume
 # config["hessian"] keys that choose how the large-batch eigenvalues are solved, not what they are (each path is
@@ -48,10 +51,6 @@ GIT_STATUS_TIMEOUT_S = 120   # the dirty check of `git_commit`
 
 STATUSES = ("done", "diverged", "failed", "running", "incomplete")
 NAME_RULE = r"[A-Za-z0-9][A-Za-z0-9_.-]*"   # sweep names
-
-
-class StudyError(Exception):
-    """A problem with the user's input or environment, reported as one clear line."""
 
 
 # ---------------------------------------------------------------------------- names
@@ -375,7 +374,7 @@ def prepare_run_dir(config, data, device: dict, force=False) -> Path:
                 raise StudyError(f"{run_dir} holds an incomplete run with a different {', '.join(differs)}; "
                                  f"pass force (FORCE = True / --force) to start it again")
             return run_dir  # resume: keep the original config and provenance
-        save_json(existing, dict(full, provenance=provenance(device)))
+        save_json(existing, schema.CONFIG.written(dict(full, provenance=provenance(device))))
     except BaseException:
         lock.release()
         raise

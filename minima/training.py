@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 import params
 from cnn_architectures import LeNet5
-from minima import optimizers, runs
+from minima import optimizers, runs, schema
 from minima.data import Dataset
 
 
@@ -175,7 +175,7 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
                 cb.on_epoch(model, row)
         bar.set_postfix(loss=f"{tr['loss']:.4f}", test_acc=f"{te['accuracy']:.4f}")
         if run_dir:
-            runs.save_csv(Path(run_dir) / runs.HISTORY, history)
+            runs.save_csv(Path(run_dir) / runs.HISTORY, schema.HISTORY.written(history))
             runs.save_torch(checkpoint, {
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optimizers.state_dict(optimizer),
                 "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
@@ -192,8 +192,9 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
 def finish_training(model, data: Dataset, outcome: dict, run_dir) -> dict:
     """Write final.json (accuracies, per-class accuracy, confusion matrix, status) and model.pt."""
     run_dir = Path(run_dir)
-    final = {"status": outcome["status"], "diverged_at": outcome["diverged_at"],
-             "epochs_completed": len(outcome["history"])}
+    # every declared key, a diverged run's accuracies and losses None
+    final = dict.fromkeys(schema.FINAL.fields, None) | {
+        "status": outcome["status"], "diverged_at": outcome["diverged_at"], "epochs_completed": len(outcome["history"])}
     if outcome["status"] == "ok":
         test, last = confusion(model, data.x_test, data.y_test), outcome["history"][-1]
         final.update(train_accuracy=last["train_accuracy"],  # the last epoch's evaluation saw these very weights
@@ -203,7 +204,7 @@ def finish_training(model, data: Dataset, outcome: dict, run_dir) -> dict:
         runs.save_torch(run_dir / runs.MODEL, {k: v.cpu() for k, v in model.state_dict().items()})
     if not outcome["history"]:
         runs.save_csv(run_dir / runs.HISTORY, [])
-    runs.save_json(run_dir / runs.FINAL, final)
+    runs.save_json(run_dir / runs.FINAL, schema.FINAL.written(final))
     return final
 
 

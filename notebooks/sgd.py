@@ -25,21 +25,15 @@
 OPTIMIZER = "sgd"
 SEED = 0
 EPOCHS = None
-BATCH_SIZE = None
 DATASET = None         # mnist | fashion-mnist
 DATA_SOURCE = None     # auto | torchvision | embedded (MNIST only)
-SMOKE = False          # seconds-long run on a subset (tests, make smoke)
 OVERRIDES = {}         # optimizer hyperparameters, any keyword its constructor takes, e.g. {"lr": 0.05}
-SWEEP = None           # sweep name: runs go to <RESULTS_DIR>/sweeps/<SWEEP>/...
-EXPERIMENT = None      # e.g. "projected/early": runs go to <RESULTS_DIR>/<EXPERIMENT>/<optimizer>-<setting>/...
-VALIDATION_SIZE = 0    # samples held out of the training split (sweeps)
-TRACKING = None        # the per-step instruments (sweeps switch them off; training is the same either way)
-FINAL_ANALYSIS = None  # the final weights' Hessian analysis and landscapes (sweeps switch it off)
+SMOKE = False          # seconds-long run on a subset
 RESULTS_DIR = "../runs"
-DATA_DIR = "../data"
 FORCE = False          # redo a complete run
-PROGRESS = True
 THREADS = None         # torch threads (None: params.TORCH_THREADS, as the runner uses; see the next cell)
+PROGRESS = True
+CONFIG = None          # a whole validated run config (python -m minima run passes one); then the knobs above are unused
 
 # %%
 # %matplotlib inline
@@ -56,12 +50,11 @@ from minima import analysis, plots, training
 # The thread count changes the order of floating-point sums, so a run is bit for bit repeatable only at the count
 # it records (config.json); the runner uses the same constant. Raise THREADS above for speed at the cost of that.
 print(helpers.set_threads(THREADS))
-config = helpers.make_config(OPTIMIZER, SEED, epochs=EPOCHS, batch_size=BATCH_SIZE, data_source=DATA_SOURCE,
-                             smoke=SMOKE, overrides=OVERRIDES, validation_size=VALIDATION_SIZE,
-                             results_dir=RESULTS_DIR, data_dir=DATA_DIR, sweep=SWEEP, dataset=DATASET,
-                             tracking=TRACKING, final_analysis=FINAL_ANALYSIS, experiment=EXPERIMENT)
+config = CONFIG or helpers.make_config(OPTIMIZER, SEED, epochs=EPOCHS, dataset=DATASET, data_source=DATA_SOURCE,
+                                       overrides=OVERRIDES, smoke=SMOKE, results_dir=RESULTS_DIR)
+OPTIMIZER, SEED = config["optimizer"], config["seed"]  # a passed CONFIG decides
 device = helpers.pick_device()
-print(f"{OPTIMIZER}, seed {SEED}, {config['epochs']} epochs, batch {config['batch_size']}, "
+print(f"{config['optimizer']}, seed {config['seed']}, {config['epochs']} epochs, batch {config['batch_size']}, "
       f"hyperparameters {config['hyperparameters']}, device {device}")
 
 # %% [markdown]
@@ -72,10 +65,7 @@ print(f"{OPTIMIZER}, seed {SEED}, {config['epochs']} epochs, batch {config['batc
 # printed and recorded in the run's `config.json`.
 
 # %%
-d = config["data"]
-data = helpers.load_mnist(d["source_requested"], d["data_dir"], train_size=d["train_size"],
-                          test_size=d["test_size"], validation_size=d["validation_size"], device=device,
-                          dataset=d["dataset"])
+data = helpers.load_run_data(config, device)
 run_dir, complete = helpers.open_run(config, data, device, force=FORCE)
 print("run folder:", run_dir, "(complete: figures from its files)" if complete else "")
 plots.sample_digits(data.x_train, data.y_train)

@@ -14,7 +14,8 @@ import torch
 import torch.nn.functional as F
 
 import helpers
-from minima import optimizers, projected, runner, runs, subspace, training
+from minima import optimizers, projected, runs, subspace, training
+from minima.config import make_config
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parents[1]
@@ -235,7 +236,7 @@ def test_a_killed_run_resumes_with_the_same_v_and_ends_bitwise_equal(small, refe
 # ---------------------------------------------------------------------------- settings
 
 def test_the_settings_are_hyperparameters_recorded_in_the_config():
-    config = runner.run_config("projected", 0, overrides={"lam": 0.25, "start_step": 40}, data_source="embedded")
+    config = make_config("projected", 0, overrides={"lam": 0.25, "start_step": 40}, data_source="embedded")
     assert config["hyperparameters"] == {"base": "sgd", "lr": 0.1, "lam": 0.25, "k": 10, "refresh_every": 10,
                                          "start_step": 40}
     hyper = optimizers.hyperparameters("projected", {"base": "adam", "lr": 0.001, "betas": [0.9, 0.99]})
@@ -256,7 +257,7 @@ def test_the_settings_are_hyperparameters_recorded_in_the_config():
 ])
 def test_bad_settings_give_one_clear_line(overrides, message):
     with pytest.raises(runs.StudyError) as err:
-        runner.run_config("projected", 0, overrides=overrides, data_source="embedded")
+        make_config("projected", 0, overrides=overrides, data_source="embedded")
     assert message in str(err.value) and "\n" not in str(err.value)
 
 

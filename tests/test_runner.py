@@ -44,9 +44,11 @@ def test_non_integer_seed_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit) as exit_:
         main(["run", "--seeds", "1.5", "--results-dir", str(tmp_path)])
     assert exit_.value.code == 2
-    assert "seed must be an integer, got '1.5'" in capsys.readouterr().err
-    with pytest.raises(helpers.StudyError, match="seed must be an integer"):
+    assert "seed must be an integer from 0 to 4294967295, got '1.5'" in capsys.readouterr().err
+    with pytest.raises(helpers.StudyError, match="seed must be an integer from 0 to 4294967295, got 1.5"):
         helpers.make_config("sgd", 1.5)
+    with pytest.raises(helpers.StudyError, match="seed must be an integer from 0 to 4294967295, got -1"):
+        helpers.make_config("sgd", -1)
 
 
 def test_torchvision_forced_offline_is_refused_before_anything_starts(tmp_path, capsys, monkeypatch):

@@ -18,6 +18,7 @@ import helpers
 import params
 from minima import lock as run_lock
 from minima import runs
+from minima.config import make_config
 from minima.sweeps import cli, jobs, launch, plan, summary
 from minima.sweeps import slurm as slurm_module
 
@@ -208,7 +209,7 @@ def test_a_train_only_sweep_run_trains_exactly_as_the_full_run(tmp_path, monkeyp
     assert not any((light / f).exists() for f in ("curvature.json", "spectrum.csv", "tracking.csv", "landscape.npz"))
     assert runs.load_json(light / "config.json")["provenance"]["device"]["torch_threads"] == 1
     monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the sweep job's thread count
-    config = runner.run_config("sgd", 0, smoke=True, data_source="embedded", results_dir=tmp_path / "full",
+    config = make_config("sgd", 0, smoke=True, data_source="embedded", results_dir=tmp_path / "full",
                                validation_size=params.SMOKE["validation_size"])
     assert config["tracking"]["on"] and config["final_analysis"]
     assert runner.execute_run(config, progress=False) == "done"

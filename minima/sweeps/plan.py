@@ -4,8 +4,8 @@ import json
 from pathlib import Path
 
 import params
+from minima.config import make_config, usable_cores  # noqa: F401 - usable_cores is the launcher's too
 from minima.optimizers import get as optimizer_entry
-from minima.runner import run_config, usable_cores  # noqa: F401 - usable_cores is the launcher's too
 from minima.runs import (
     REPO_ROOT,
     STATUSES,
@@ -73,9 +73,9 @@ def plan_sweep(name, optimizers, seeds=SEEDS, *, lr_grid=True, settings=None, sm
         overrides = [{"lr": lr} for lr in lrs] + list((settings or {}).get(opt, []))
         for ov in overrides or [{}]:
             for seed in seeds:
-                cfg = run_config(opt, seed, smoke=smoke, epochs=epochs, data_source=data_source,
-                                 data_dir=data_dir, overrides=ov, sweep=name, validation_size=validation_size,
-                                 results_dir=results_dir, **TRAIN_ONLY)
+                cfg = make_config(opt, seed, smoke=smoke, epochs=epochs, data_source=data_source,
+                                  data_dir=data_dir, overrides=ov, sweep=name, validation_size=validation_size,
+                                  results_dir=results_dir, **TRAIN_ONLY)
                 configs.setdefault(run_dir_for(cfg), cfg)  # a repeated value is one run
     return list(configs.values())
 
@@ -99,10 +99,10 @@ def planned_configs(name, results_dir=None) -> list[dict]:
     """Every run the sweep's launches have planned, as configs."""
     manifest = load_manifest(name, results_dir)
     s, d = manifest["settings"], manifest["settings"]["data"]
-    return [run_config(r["optimizer"], r["seed"], smoke=s["smoke"], epochs=s["epochs"],
-                              batch_size=s["batch_size"], data_source=d["source_requested"],
-                              data_dir=manifest["data_dir"], overrides=r["overrides"], sweep=name,
-                              validation_size=d["validation_size"], results_dir=results_dir, **TRAIN_ONLY)
+    return [make_config(r["optimizer"], r["seed"], smoke=s["smoke"], epochs=s["epochs"],
+                        batch_size=s["batch_size"], data_source=d["source_requested"],
+                        data_dir=manifest["data_dir"], overrides=r["overrides"], sweep=name,
+                        validation_size=d["validation_size"], results_dir=results_dir, **TRAIN_ONLY)
             for r in manifest["runs"]]
 
 
