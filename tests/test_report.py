@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from minima import runs
+from minima import runs, schema
 from minima.report import build as report_build
 from minima.report import collection, facts, figures, tables
 
@@ -56,17 +56,18 @@ def write_run(root, optimizer, seed, rng, *, status="ok", done=True) -> dict:
     _write(run / "config.json", json.dumps(_config(optimizer, seed)))
     if status == "diverged":
         _write(run / "history.csv", _history(rng, 1).to_csv(index=False))
-        _write(run / "final.json", json.dumps({"status": "diverged", "epochs_completed": 1,
-                                               "diverged_at": {"epoch": 2, "step": 6, "loss": float("nan")}}))
+        _write(run / "final.json", json.dumps(schema.FINAL.example(
+            status="diverged", epochs_completed=1, diverged_at={"epoch": 2, "step": 6, "loss": float("nan")})))
         if done:
             _write(run / "done", "2025-01-01T00:00:00\n")
         return {}
     counts = rng.integers(0, 4, size=(10, 10)) + np.diag(rng.integers(15, 20, size=10))  # rows: true class
     per_class = (np.diag(counts) / counts.sum(1)).tolist()
-    final = {"status": "ok", "diverged_at": None, "epochs_completed": EPOCHS,
-             "train_accuracy": float(rng.uniform(0.95, 1.0)), "test_accuracy": float(np.trace(counts) / counts.sum()),
-             "test_per_class_accuracy": per_class, "test_confusion_matrix": counts.tolist(),
-             "train_loss": 0.01, "test_loss": 0.1}
+    final = schema.FINAL.example(status="ok", diverged_at=None, epochs_completed=EPOCHS,
+                                 train_accuracy=float(rng.uniform(0.95, 1.0)),
+                                 test_accuracy=float(np.trace(counts) / counts.sum()),
+                                 test_per_class_accuracy=per_class, test_confusion_matrix=counts.tolist(),
+                                 train_loss=0.01, test_loss=0.1)
     _write(run / "history.csv", _history(rng, EPOCHS).to_csv(index=False))
     _write(run / "final.json", json.dumps(final))
     steps = np.arange(EPOCHS * STEPS_PER_EPOCH - TRACKED + 1, EPOCHS * STEPS_PER_EPOCH + 1)
@@ -83,15 +84,16 @@ def write_run(root, optimizer, seed, rng, *, status="ok", done=True) -> dict:
     _write(run / "sharpness.csv", sharp.to_csv(index=False))
     top = sorted(rng.uniform(0.5, 20, 5), reverse=True)
     py = [top[0] * 1.01, -top[1] if seed == 0 else top[1]]
-    sensitivity = [{"batch": b, "n_samples": n, "lambda1": float(rng.uniform(1, 20)),
-                    "lambda2": float(rng.uniform(0.1, 1)),
-                    "residual1": 1e-5, "residual2": 1e-5, "converged": True, "trace": float(rng.uniform(50, 100)),
-                    "trace_stderr": 1.0, "trace_samples": 20} for b, n in (("100", 100), ("1000", 1000), ("full", 400))]
-    curvature = {"hessian_batch_size": 100, "top_eigenvalues": top, "residuals": [1e-5, 3e-5, 1e-5, 1e-5, 1e-5],
-                 "n_hvps": 60, "converged": True, "gap": top[0] - top[1], "ratio": top[0] / top[1],
-                 "pyhessian": {"eigenvalues": py, "residuals": [1e-3, 0.5], "n_hvps": 76, "converged": False},
-                 "trace": {"mean": float(rng.uniform(100, 200)), "stderr": 3.0, "n_samples": 100},
-                 "density_n_hvps": 36, "batch_sensitivity": sensitivity}
+    sensitivity = [schema.SENSITIVITY.example(
+        batch=b, n_samples=n, lambda1=float(rng.uniform(1, 20)), lambda2=float(rng.uniform(0.1, 1)), residual1=1e-5,
+        residual2=1e-5, converged=True, trace=float(rng.uniform(50, 100)), trace_stderr=1.0, trace_samples=20)
+        for b, n in (("100", 100), ("1000", 1000), ("full", 400))]
+    curvature = schema.CURVATURE.example(
+        hessian_batch_size=100, top_eigenvalues=top, residuals=[1e-5, 3e-5, 1e-5, 1e-5, 1e-5], n_hvps=60,
+        converged=True, gap=top[0] - top[1], ratio=top[0] / top[1],
+        pyhessian={"eigenvalues": py, "residuals": [1e-3, 0.5], "n_hvps": 76, "converged": False},
+        trace={"mean": float(rng.uniform(100, 200)), "stderr": 3.0, "n_samples": 100},
+        density_n_hvps=36, batch_sensitivity=sensitivity)
     _write(run / "curvature.json", json.dumps(curvature))
     grid = np.linspace(-1, 25, 60)
     np.savez_compressed(run / "density.npz", nodes=rng.uniform(-1, 20, (2, 8)), weights=np.full((2, 8), 1 / 8),

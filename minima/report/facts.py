@@ -220,7 +220,7 @@ def analysis_cost(runs):
               f"{len(top.get('eigenvalues', []))} on {top.get('n_samples')} images: {top.get('n_hvps')} HVPs "
               f"({top.get('n_hvps_float64')} float64) in {top.get('time_s') or float('nan'):.0f} s, converged "
               f"{top.get('converged')}; sensitivity " + ", ".join(f"{b} {t:.0f} s" for b, t in sens.items() if t)
-              + (f"; the process's peak RSS {curv['peak_rss_mib'] / 1024:.2f} GiB" if "peak_rss_mib" in curv else ""))
+              + (f"; the process's peak RSS {curv['peak_rss_mib'] / 1024:.2f} GiB" if curv.get("peak_rss_mib") else ""))
 
 
 def _two_slots(minutes):
