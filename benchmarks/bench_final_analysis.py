@@ -11,7 +11,7 @@ twice on them, in fresh temporary run folders:
   each chunk's graph rebuilt for every Hessian-vector product;
 - *now*: ``params.FULL_DATA_PRECISION`` (float32 Lanczos, certified and refined
   in float64) in chunks of ``params.FULL_DATA_CHUNK``, every chunk's graph kept
-  while they fit in ``curvature.GRAPH_MEMORY_MIB``.
+  while they fit in ``engine.GRAPH_MEMORY_MIB``.
 
 It prints each one's wall time and product counts, the ratio now / plain
 (target: now <= 4 minutes at one thread, or <= 1/3 of plain), and whether the
@@ -33,8 +33,9 @@ import torch
 
 import minima  # noqa: F401 - puts the repository root (params) on sys.path
 import params
-from minima import analysis, curvature, runs, training
+from minima import analysis, runs, training
 from minima.config import cpu_model
+from minima.curvature import engine
 from minima.data import hessian_batch, load_mnist
 
 CHUNKS = (100, 250, 500, 1000)
@@ -48,10 +49,10 @@ def hvp_timings(model, x, y):
     rows = []
     for float64 in (False, True):
         for chunk in CHUNKS:
-            for mib in (0, curvature.GRAPH_MEMORY_MIB):
-                with curvature._untouched(model) as copies:
+            for mib in (0, engine.GRAPH_MEMORY_MIB):
+                with engine._untouched(model) as copies:
                     t0 = time.perf_counter()
-                    _, hvp, dtype = curvature._engine(model, analysis.CRITERION, x, y, chunk, copies,
+                    _, hvp, dtype = engine._engine(model, analysis.CRITERION, x, y, chunk, copies,
                                                       float64=float64, graph_memory_mib=mib)
                     build = time.perf_counter() - t0
                     times = []
@@ -101,10 +102,10 @@ def main():
                                        "full_data_chunk": runs.LEGACY_SOLVER["full_data_chunk"]}}
     now_cfg = {**config, "hessian": {**config["hessian"], "full_data_precision": params.FULL_DATA_PRECISION,
                                      "full_data_chunk": params.FULL_DATA_CHUNK}}
-    kept = curvature.GRAPH_MEMORY_MIB
-    curvature.GRAPH_MEMORY_MIB = 0
+    kept = engine.GRAPH_MEMORY_MIB
+    engine.GRAPH_MEMORY_MIB = 0
     plain_s, plain = analyse(model, data, plain_cfg, "plain (float64, chunks of 1000, graphs rebuilt)")
-    curvature.GRAPH_MEMORY_MIB = kept
+    engine.GRAPH_MEMORY_MIB = kept
     now_s, now = analyse(model, data, now_cfg, f"now ({params.FULL_DATA_PRECISION}, chunks of "
                                                f"{params.FULL_DATA_CHUNK}, graphs kept up to {kept} MiB)")
 

@@ -10,7 +10,8 @@ lift out together.
 
 import math
 
-from .curvature import _check_precision, top_eigenpairs, vectors_to_cpu
+from .curvature import top_eigenpairs, vectors_to_cpu
+from .curvature.engine import _check_precision
 
 
 class SpectrumTracker:

@@ -190,7 +190,7 @@ def test_float64_copies_are_freed_after_every_call(monkeypatch):
         alive.extend(weakref.ref(p) for p in made.parameters())
         return made
 
-    monkeypatch.setattr(curvature.copy, "deepcopy", spied)
+    monkeypatch.setattr(copy, "deepcopy", spied)
     curvature.top_eigenpairs(model, CE, x, y, k=2)
     curvature.top_eigenpairs(model, CE, x, y, k=2, precision="mixed", batch_size=15)
     curvature.hessian_trace(model, CE, x, y, n_samples=3, precision="float64")
@@ -483,3 +483,27 @@ def test_bad_preconditioners_are_rejected():
             curvature.top_eigenpairs(model, CE, x, y, preconditioner=bad)
     with pytest.raises(ValueError, match="pyhessian"):
         curvature.top_eigenpairs(model, CE, x, y, method="pyhessian", preconditioner=P)
+
+
+@pytest.mark.parametrize("float64", [False, True])
+def test_chunked_products_with_kept_graphs_equal_the_dense_hessian_and_fall_back_when_over_budget(float64):
+    """Kept chunk graphs (the default while they fit in GRAPH_MEMORY_MIB) and rebuilt ones (PyHessian's
+    dataloader mode, when they do not) are the same operator: the mean loss's Hessian times v."""
+    from minima.curvature import engine
+    model, (x, y) = mlp(), batch(n=50)
+    H = dense_hessian(model, CE, x, y)
+    v = torch.randn(H.shape[0], dtype=torch.float64, generator=torch.Generator().manual_seed(3))
+    forwards = []
+    hook = model.register_forward_hook(lambda *args: forwards.append(1))
+    try:
+        # chunks of 15: 4 forward passes, and one more to measure the first chunk's graph
+        for budget, builds, per_product in ((None, 5, 0), (1e-9, 1, 4)):
+            forwards.clear()
+            with engine._untouched(model) as copies:
+                _, hvp, dtype = engine._engine(model, CE, x, y, 15, copies, float64=float64, graph_memory_mib=budget)
+                built = len(forwards)
+                hv = hvp(v)
+                assert (built, len(forwards) - built) == (builds, per_product)  # kept: no forward per product
+            assert torch.allclose(hv, H @ v, rtol=1e-10, atol=1e-12)
+    finally:
+        hook.remove()
