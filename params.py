@@ -43,7 +43,7 @@ SENSITIVITY_TRACE_SAMPLES = 10  # Hutchinson probes per batch size there (a full
 # Every solve on a large batch (the full training set's top eigenvalues, the 1,000-sample sensitivity): Lanczos on
 # float32 products, certified on float64 ones and refined in float64 only where float32 fell short ("mixed"; the
 # same EIG_TOL certificate as "float64" throughout, minima.curvature), in chunks of this many images whose graphs
-# are kept while they fit in curvature.GRAPH_MEMORY_MIB (chunk size measured in benchmarks/bench_final_analysis.py).
+# are kept while they fit in curvature.engine.GRAPH_MEMORY_MIB (chunk size measured in benchmarks/bench_final_analysis.py).
 FULL_DATA_PRECISION = "mixed"
 FULL_DATA_CHUNK = 250
 # At full size (Fashion-MNIST, or MNIST asked for from torchvision: 60,000 images, 600 steps an epoch) sharpness and
