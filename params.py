@@ -22,7 +22,7 @@ NUM_CLASSES = 10
 SEED = 0
 EPOCHS = 150
 BATCH_SIZE = 100
-EVAL_BATCH_SIZE = 250       # per-epoch evaluation chunks: measured fastest on 2 CPU cores (larger ones spill the cache)
+EVAL_BATCH_SIZE = 250       # per-epoch evaluation chunks (benchmarks/README.md: larger ones spill the cache)
 RUNS_DIR = "runs"           # where new runs go: a git-ignored working folder
 RESULTS_DIR = "results"     # the committed, reviewed study; written only when asked (--results-dir results)
 # torch threads for every run, notebook or runner alike: the order of floating-point sums depends on the count, so
@@ -43,7 +43,7 @@ SENSITIVITY_TRACE_SAMPLES = 10  # Hutchinson probes per batch size there (a full
 # Every solve on a large batch (the full training set's top eigenvalues, the 1,000-sample sensitivity): Lanczos on
 # float32 products, certified on float64 ones and refined in float64 only where float32 fell short ("mixed"; the
 # same EIG_TOL certificate as "float64" throughout, minima.curvature), in chunks of this many images whose graphs
-# are kept while they fit in curvature.engine.GRAPH_MEMORY_MIB (chunk size measured in benchmarks/bench_final_analysis.py).
+# are kept while they fit in curvature.engine.GRAPH_MEMORY_MIB (the chunk size: benchmarks/bench_final_analysis.py).
 FULL_DATA_PRECISION = "mixed"
 FULL_DATA_CHUNK = 250
 # At full size (Fashion-MNIST, or MNIST asked for from torchvision: 60,000 images, 600 steps an epoch) sharpness and
@@ -101,8 +101,8 @@ ADAHESSIAN = dict(lr=0.1, betas=(0.1, 0.1), eps=1e-4, weight_decay=1e-4, hessian
 SAM = dict(lr=0.1, rho=0.05)  # around SGD at the original's lr; rho as in Foret et al. 2021
 # Projected SGD (minima/projected.py): lam scales the gradient's part in the top-k Hessian eigenspace, 1 - lam the
 # rest; lam = 0 removes it (Song, Ahn and Yun 2025's Bulk-SGD), 1 keeps only it (Dom-SGD), 0.5 is SGD at lr/2.
-# The eigenvectors are recomputed every refresh_every steps (k = 10: ~50-65 float64 HVPs, ~2.5 s of one CPU core),
-# from start_step on: 40 = one epoch of the embedded 4,000 digits at batch 100.
+# The eigenvectors are recomputed every refresh_every steps (k = 10 top eigenpairs, certified in float64; their cost
+# is in benchmarks/README.md), from start_step on: 40 = one epoch of the embedded 4,000 digits at batch 100.
 PROJECTED = dict(base="sgd", lr=0.1, lam=0.0, k=10, refresh_every=10, start_step=40)
 # The projected-update experiment (minima/projected_study.py, `make projected`): every lam, 3 seeds, two regimes.
 # early: switched on after one epoch and kept PROJECTED_EARLY_EPOCHS - 1 epochs (Song, Ahn and Yun's test);

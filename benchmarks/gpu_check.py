@@ -1,8 +1,7 @@
 """The study on a CUDA device, tested and timed in one command: `make gpu-check`.
 
-A GPU machine is lent to some sessions for 15 minutes in all, start-up
-included, so the check is prepared here and runs in one go, inside a wall-time
-budget (default 270 s). Every step is timed and recorded as passed, failed or
+A GPU machine may be lent only briefly, so the check is prepared on the CPU
+and runs in one go, inside a wall-time budget (default 270 s). Every step is timed and recorded as passed, failed or
 skipped; a failing step does not stop the others:
 
     environment        versions (python, torch, CUDA, cuDNN), the device, the study's packages
@@ -20,8 +19,7 @@ skipped; a failing step does not stop the others:
 
 Without CUDA it prints one line saying so and does a CPU dry run of the same
 steps at smoke size (5x5 grid, two optimizers' smoke runs, --smoke "full"
-runs), in about two minutes on an idle 2-core machine, so that CI exercises
-this script. It exits 1 if any step failed, else 0.
+runs), so that CI exercises this script. It exits 1 if any step failed, else 0.
 
     python benchmarks/gpu_check.py --out gpu-check [--work DIR] [--budget-s 270]
 

