@@ -141,3 +141,14 @@ def test_accuracy_targets_follow_the_studys_dataset_and_a_mixed_study_is_refused
     assert fair.accuracy_targets(frames(["mnist"], [[0.9, 0.97]])) == params.ACCURACY_TARGETS["mnist"]
     with pytest.raises(StudyError, match="one dataset"):
         fair.accuracy_targets(frames(["mnist", "fashion-mnist"], [[0.9, 0.9], [0.9, 0.9]]))
+
+
+def test_the_mean_interval_against_a_hand_computation():
+    from minima.report import statistics
+    mean, low, high = statistics.mean_interval([1.0, 2.0, 3.0, 4.0])
+    half = 3.182446305284263 * math.sqrt(5 / 3) / 2   # t(0.975, 3) x sd / sqrt(n)
+    assert (mean, low, high) == pytest.approx((2.5, 2.5 - half, 2.5 + half), rel=1e-12)
+    g, glow, ghigh = statistics.mean_interval([1.0, 100.0], log=True)   # a geometric mean: 10
+    assert g == pytest.approx(10.0) and glow < 1.0 < 100.0 < ghigh
+    assert statistics.mean_interval([7.0]) == (7.0, 7.0, 7.0)
+    assert all(math.isnan(x) for x in statistics.mean_interval([]))

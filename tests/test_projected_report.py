@@ -12,6 +12,7 @@ import params
 from minima import projected, runs
 from minima.config import make_config
 from minima.report import projected as report
+from minima.report import statistics
 
 PER_EPOCH, EPOCHS = 4, 5
 
@@ -124,11 +125,11 @@ def test_the_figure_draws_both_regimes(study, tmp_path):
 
 def test_the_paired_interval_against_a_hand_computation():
     # per-seed differences 1, 2, 4: mean 7/3, sd sqrt(7/3), t(0.975, 2 df) = 4.302652729911275
-    p = report.paired({0: 1.0, 1: 2.0, 2: 4.0, 3: 9.0}, {0: 0.0, 1: 0.0, 2: 0.0})   # seed 3 has no partner
+    p = statistics.paired({0: 1.0, 1: 2.0, 2: 4.0, 3: 9.0}, {0: 0.0, 1: 0.0, 2: 0.0})   # seed 3 has no partner
     half = 4.302652729911275 * math.sqrt(7 / 3) / math.sqrt(3)
     assert p["n"] == 3 and p["estimate"] == pytest.approx(7 / 3)
     assert (p["low"], p["high"]) == pytest.approx((7 / 3 - half, 7 / 3 + half))
-    q = report.paired({0: 2.0, 1: 8.0}, {0: 1.0, 1: 4.0}, log=True)   # ratio 2 in both seeds: exact
+    q = statistics.paired({0: 2.0, 1: 8.0}, {0: 1.0, 1: 4.0}, log=True)   # ratio 2 in both seeds: exact
     assert (q["estimate"], q["low"], q["high"]) == pytest.approx((2.0, 2.0, 2.0))
 
 

@@ -377,6 +377,9 @@ def test_training_loss_figure_draws_every_seed_of_every_run_that_did_not_diverge
             np.testing.assert_array_equal(line.get_xdata(), np.arange(1, 6))
             np.testing.assert_array_equal(line.get_ydata(), loss[opt, s])
         assert panels[title].get_yscale() == "log"
+        # the shared y axis keeps its tick labels on every panel, the right-hand ones too
+        fig.canvas.draw()
+        assert any(t.get_visible() and t.get_text() for t in panels[title].get_yticklabels())
     plt.close(fig)
 
 

@@ -17,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from minima.report.collection import LABELS, collect, ok_runs, only_ok, optimizer_sort_key, optimizers_in
+from minima.report.statistics import LEVEL, paired, ratio, supported, welch  # noqa: F401 - re-exported
 from minima.report.tables import mean_sd
 from minima.runs import StudyError
 
-LEVEL = 0.95
 BASELINE = "sgd"   # curvature and speed ratios are to SGD's
 
 
@@ -64,40 +63,7 @@ def tuned_study_beside(original: dict, tuned_dir, sweep_dir) -> dict | None:
     return tuned_study(tuned_dir, original, selected, defaults)
 
 
-# ---------------------------------------------------------------- intervals
-
-def welch(a, b, level=LEVEL) -> dict:
-    """Mean(a) − mean(b) with its Welch t interval; NaN bounds when a group has fewer than two values."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    a, b = a[np.isfinite(a)], b[np.isfinite(b)]
-    out = {"diff": a.mean() - b.mean() if len(a) and len(b) else math.nan, "low": math.nan, "high": math.nan,
-           "df": math.nan, "n_a": len(a), "n_b": len(b)}
-    if len(a) < 2 or len(b) < 2:
-        return out
-    va, vb = a.var(ddof=1) / len(a), b.var(ddof=1) / len(b)
-    se = math.sqrt(va + vb)
-    if se == 0:  # identical values in both groups: the difference is exact
-        return dict(out, low=out["diff"], high=out["diff"], df=math.inf)
-    df = (va + vb) ** 2 / (va ** 2 / (len(a) - 1) + vb ** 2 / (len(b) - 1))
-    half = stats.t.ppf(0.5 + level / 2, df) * se
-    return dict(out, low=out["diff"] - half, high=out["diff"] + half, df=df)
-
-
-def ratio(a, b, level=LEVEL) -> dict:
-    """Geometric mean(a) / geometric mean(b) with the Welch interval of the log difference; positive values only."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    w = welch(np.log(a[a > 0]), np.log(b[b > 0]), level)
-    return {"ratio": math.exp(w["diff"]) if math.isfinite(w["diff"]) else math.nan,
-            "low": math.exp(w["low"]) if math.isfinite(w["low"]) else math.nan,
-            "high": math.exp(w["high"]) if math.isfinite(w["high"]) else math.nan, "n_a": w["n_a"], "n_b": w["n_b"]}
-
-
-def supported(low, high, null=0.0) -> str:
-    """Whether an interval excludes the null value: "yes", "no", or "–" when there is no interval."""
-    if not (math.isfinite(low) and math.isfinite(high)):
-        return "–"
-    return "yes" if low > null or high < null else "no"
-
+# ---------------------------------------------------------------- intervals (minima.report.statistics)
 
 def interval_text(estimate, low, high, spec=".4f") -> str:
     if not math.isfinite(estimate):

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from minima import optimizers
-from minima.report import collection, fair
+from minima.report import collection, fair, statistics
 from minima.runs import StudyError
 
 
@@ -107,7 +107,7 @@ def plot_studies_side_by_side(studies: dict, figsize=(13, 3.8), labels=None):
                                           {o: ttt[(ttt.optimizer == o) & ttt.reached].step for o in opts},
                                           {o: runs[runs.optimizer == o].lambda1 for o in opts}), (False, False, True)):
             x = np.arange(len(opts)) + (j - (len(studies) - 1) / 2) * width
-            centre, low, high = np.array([_t_interval(values[o], log) for o in opts]).T
+            centre, low, high = np.array([statistics.mean_interval(values[o], log) for o in opts]).T
             ax.errorbar(x, centre, yerr=[centre - low, high - centre], fmt="o", color=f"C{j}", capsize=3, ms=5,
                         label=name)
     for ax, what in zip(axes, ("test accuracy", f"steps to training loss < {target:g}", r"final $\lambda_1$")):
@@ -149,17 +149,3 @@ def plot_time_to_target(frames, thresholds, figsize=(11, 3.8), labels=None):
     axes[0].legend(fontsize="small")
     fig.tight_layout()
     return fig
-
-
-def _t_interval(values, log=False) -> tuple[float, float, float]:
-    """(mean, low, high): the 95 % t interval of the mean; with ``log``, of the mean log (a geometric mean)."""
-    from scipy import stats
-
-    v = pd.Series(values, dtype=float).dropna()
-    if log:
-        v = np.log(v[v > 0])
-    if not len(v):
-        return math.nan, math.nan, math.nan
-    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))) if len(v) > 1 else 0.0
-    out = (v.mean(), v.mean() - half, v.mean() + half)
-    return tuple(math.exp(x) for x in out) if log else out

@@ -78,7 +78,8 @@ def plot_training_loss(frames, figsize=(9, 6.5), labels=None):
         for i, (seed, h) in enumerate(hist[hist.optimizer == opt].sort_values("epoch").groupby("seed")):
             ax.plot(h.epoch, h.train_loss, color=f"C{i}", lw=1, label=f"seed {seed}")
         ax.set(yscale="log", title=_label(opt, labels), xlabel="epoch", ylabel="training loss")
-        ax.tick_params(labelbottom=True)  # shared x, but a panel above a hidden one is a bottom panel too
+        # shared axes hide inner tick labels; every panel keeps its own, so each reads alone
+        ax.tick_params(labelbottom=True, labelleft=True)
         ax.legend()
     fig.tight_layout()
     return fig

@@ -17,12 +17,11 @@ import math
 import numpy as np
 import pandas as pd
 import torch
-from scipy import stats
 
 import params
 from minima import projected, runs
 from minima.projected_study import EXPERIMENT
-from minima.report import fair
+from minima.report import fair, statistics
 from minima.report.tables import mean_sd
 
 BASE = "sgd"
@@ -111,25 +110,8 @@ def _at_switch_on(r, start):
 
 # ---------------------------------------------------------------- the tables
 
-def paired(a: dict, b: dict, log=False, level=fair.LEVEL) -> dict:
-    """Mean over the seeds in both of a[seed] − b[seed] (of logs, exponentiated, when ``log``), with its t interval.
-
-    NaN bounds with fewer than two seeds; an exact interval when every seed gives the same difference.
-    """
-    seeds = sorted(set(a) & set(b))
-    d = np.array([math.log(a[s] / b[s]) if log else a[s] - b[s] for s in seeds
-                  if np.isfinite(a[s]) and np.isfinite(b[s]) and (not log or (a[s] > 0 and b[s] > 0))])
-    out = dict(estimate=float(d.mean()) if len(d) else math.nan, low=math.nan, high=math.nan, n=len(d))
-    if len(d) >= 2:
-        half = stats.t.ppf(0.5 + level / 2, len(d) - 1) * d.std(ddof=1) / math.sqrt(len(d))
-        out.update(low=out["estimate"] - half, high=out["estimate"] + half)
-    if log:
-        out.update({k: math.exp(out[k]) if math.isfinite(out[k]) else math.nan for k in ("estimate", "low", "high")})
-    return out
-
-
 def _paired_text(a, b, log, spec):
-    p = paired(a, b, log)
+    p = statistics.paired(a, b, log)
     null = 1.0 if log else 0.0
     return fair.interval_text(p["estimate"], p["low"], p["high"], spec), fair.supported(p["low"], p["high"], null)
 
