@@ -12,8 +12,8 @@ import time
 
 from minima.notebooks import KERNEL_OPTIONS
 from minima.report.collection import _fail, collect, optimizers_in, seed_count
-from minima.report.tables import write_table, write_tables
 from minima.report.fair import tuned_study_beside
+from minima.report.tables import write_table, write_tables
 from minima.runs import REPO_ROOT
 
 NOTEBOOK = REPO_ROOT / "notebooks" / "plotting_results.ipynb"

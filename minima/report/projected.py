@@ -1,99 +1,29 @@
-"""The projected-update experiment's analysis: its runs, tables with intervals, the built-in check, the cost.
-
-``collect(results_dir)`` reads the complete run folders of ``<results>/projected/<group>/`` (planned by
-``minima.projected_study``) and, as the final regime's plain-SGD baseline, the study's own
-``<results>/sgd/seed<k>/``. Each run is labelled by its ``setting``: ``sgd`` (plain SGD at the original lr),
-``sgd lr/2`` (the check's), or ``λ=<lam>`` (with ``R=<refresh_every>`` where that is not the default).
+"""The projected-update experiment's tables: losses and spectra against plain SGD, the built-in check, the cost.
 
 Comparisons with plain SGD are paired by seed: within a group the runs of one seed share their weights up
 to the switch-on step and draw the same batches, so each seed gives one difference (of logs, for losses and
-eigenvalues: a ratio), and the 95 % interval is Student's t over those per-seed differences (``paired``).
+eigenvalues: a ratio), and the 95 % interval is Student's t over those per-seed differences
+(``statistics.paired``). Runs come from ``projected_collection``; the figure is ``projected_figures``.
 """
 
-from pathlib import Path
-
-import math
 
 import numpy as np
 import pandas as pd
 import torch
 
 import params
-from minima import projected, runs
-from minima.projected_study import EXPERIMENT
 from minima.report import fair, statistics
+from minima.report.projected_collection import (  # noqa: F401 - collect, has_experiment: the report's entry points
+    BASE,
+    HALF,
+    _group,
+    _settings,
+    _weights,
+    collect,
+    has_experiment,
+)
+from minima.report.projected_figures import plot_projected  # noqa: F401 - re-exported beside the tables
 from minima.report.tables import mean_sd
-
-BASE = "sgd"
-HALF = "sgd lr/2"
-
-
-def setting_of(config) -> str:
-    """The run's label within its group: sgd, sgd lr/2 or λ=<lam> (R=<r> when not the default)."""
-    h = config["hyperparameters"]
-    if config["optimizer"] == "sgd":
-        return BASE if h["lr"] == params.SGD["lr"] else HALF if h["lr"] == params.SGD["lr"] / 2 else f"sgd lr={h['lr']:g}"
-    label = f"λ={h['lam']:g}"
-    return label if h["refresh_every"] == params.PROJECTED["refresh_every"] else f"{label} R={h['refresh_every']}"
-
-
-def _order(r) -> tuple:
-    """A run's place in its group's tables: plain SGD, other SGD, then by λ and R."""
-    if r["optimizer"] == "sgd":
-        return (0 if r["setting"] == BASE else 1, r["lr"], 0)
-    return (2, r["lam"], r["refresh_every"])
-
-
-def _run(run_dir, group) -> dict | None:
-    run = runs.load_run(run_dir)
-    if "config" not in run or "final" not in run or "history" not in run:
-        return None
-    c = run["config"]
-    h = c["hyperparameters"]
-    return dict(group=group, setting=setting_of(c), seed=c["seed"], run_dir=str(run_dir),
-                optimizer=c["optimizer"], lam=h.get("lam", np.nan), refresh_every=h.get("refresh_every", np.nan),
-                start_step=h.get("start_step", 0), lr=h["lr"], epochs=c["epochs"], status=run["final"]["status"],
-                history=run["history"], final=run["final"], spectrum=run.get("spectrum"),
-                equal_loss=run.get("equal_loss"), projection=_read_projection(run_dir))
-
-
-def _read_projection(run_dir):
-    path = Path(run_dir) / projected.PROJECTION
-    return pd.read_csv(path) if path.exists() and path.stat().st_size > 1 else None
-
-
-def collect(results_dir) -> list[dict]:
-    """Every complete run of the experiment, and the study's SGD runs as the final regime's baseline."""
-    root = Path(results_dir)
-    found = []
-    for run_dir in runs.find_runs(root / EXPERIMENT):
-        if runs.is_done(run_dir):
-            row = _run(run_dir, run_dir.relative_to(root / EXPERIMENT).parts[0])
-            if row is not None:
-                found.append(row)
-    final = [r for r in found if r["group"] == "final"]
-    if final:  # the study's SGD runs of the experiment's seeds, trained as long
-        for run_dir in sorted((root / BASE).glob("seed*")):
-            if runs.is_done(run_dir):
-                row = _run(run_dir, "final")
-                if row is not None and row["epochs"] == max(r["epochs"] for r in final) and \
-                        row["seed"] in {r["seed"] for r in final}:
-                    found.append(row)
-    return sorted(found, key=lambda r: (r["group"], _order(r), r["seed"]))
-
-
-def has_experiment(results_dir) -> bool:
-    return any(runs.is_done(d) for d in runs.find_runs(Path(results_dir) / EXPERIMENT))
-
-
-def _group(found, group):
-    return [r for r in found if r["group"] == group]
-
-
-def _settings(members):
-    """The members' settings, in table order (``_order``)."""
-    order = {r["setting"]: _order(r) for r in members}
-    return sorted(order, key=order.get)
 
 
 def _last(r, column):
@@ -171,10 +101,6 @@ def spectrum_table(found) -> pd.DataFrame:
             row["epoch reached"] = mean_sd(crossed, decimals=0)
         rows.append(row)
     return pd.DataFrame(rows)
-
-
-def _weights(run_dir):
-    return torch.load(Path(run_dir) / runs.MODEL, map_location="cpu", weights_only=True)
 
 
 def check_table(found) -> pd.DataFrame:
@@ -295,77 +221,3 @@ def tables(found) -> dict:
         out["projected_refresh"] = (refresh_table(found), "Whether the result depends on R: the early regime's "
                                     "final training loss at every refresh interval.")
     return out
-
-
-def loss_curves(found, group) -> pd.DataFrame:
-    """Long frame: group, setting, seed, step, train_loss (the per-epoch full-batch loss)."""
-    parts = [r["history"][["step", "train_loss"]].assign(setting=r["setting"], seed=r["seed"])
-             for r in _group(found, group)]
-    return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=["step", "train_loss", "setting",
-                                                                                   "seed"])
-
-
-# ---------------------------------------------------------------- the figure
-
-def _band(ax, curves, setting, color, style="-"):
-    """Geometric mean over seeds of the training loss against the step, with the seeds' range shaded."""
-    c = curves[curves.setting == setting]
-    wide = c.pivot_table(index="step", columns="seed", values="train_loss")
-    logs = np.log(wide.clip(lower=1e-12))
-    ax.plot(wide.index, np.exp(logs.mean(axis=1)), style, color=color, lw=1.4,
-            label=f"{setting} ({wide.shape[1]} seed{'s' if wide.shape[1] != 1 else ''})")
-    if wide.shape[1] > 1:
-        ax.fill_between(wide.index, wide.min(axis=1), wide.max(axis=1), color=color, alpha=0.15, lw=0)
-
-
-def _colors(members) -> dict:
-    """One viridis colour per λ setting of a group, in table order."""
-    import matplotlib.pyplot as plt
-
-    lams = [s for s in _settings(members) if s.startswith("λ=")]
-    return dict(zip(lams, plt.cm.viridis(np.linspace(0, 0.9, max(1, len(lams))))))
-
-
-def plot_projected(found, figsize=(13, 4.2)):
-    """Training loss against steps per λ, both regimes, with seed bands; and the final regime's λ1 near the end.
-
-    Plain SGD is black, λ = 0.5 (SGD at half the step) grey dashed; the dotted line is the switch-on step.
-    """
-    import matplotlib.pyplot as plt
-
-    groups = [g for g in ("early", "final") if _group(found, g)]
-    fig, axes = plt.subplots(1, len(groups) + ("final" in groups), figsize=figsize, squeeze=False)
-    axes = list(axes[0])
-    for ax, group in zip(axes, groups):
-        curves, members = loss_curves(found, group), _group(found, group)
-        starts = sorted({r["start_step"] for r in members if r["optimizer"] == "projected"})
-        if group == "final" and starts:  # the end of training: from two switch-on lengths before the end
-            curves = curves[curves.step >= starts[0] - 2 * (curves.step.max() - starts[0])]
-        colors = _colors(members)
-        for setting in _settings(members):
-            if setting == BASE:
-                _band(ax, curves, setting, "black", "--")
-            elif setting in colors:
-                _band(ax, curves, setting, colors[setting])
-        for s in starts:
-            ax.axvline(s, color="grey", ls=":", lw=1)
-        ax.set(yscale="log", xlabel="step", ylabel="full-batch training loss",
-               title=f"{group} regime: switched on at step {', '.join(map(str, starts))}")
-        ax.legend(fontsize="x-small")
-    if "final" in groups:
-        ax = axes[-1]
-        members = _group(found, "final")
-        colors = _colors(members)
-        for setting in _settings(members):
-            spectra = [r["spectrum"] for r in members if r["setting"] == setting and r["spectrum"] is not None]
-            if not spectra:
-                continue
-            s = pd.concat(spectra).groupby("step").lambda1
-            color = "black" if setting == BASE else colors[setting]
-            ax.plot(s.mean().index, s.mean(), "--" if setting == BASE else "-", color=color, lw=1.2, label=setting)
-            ax.fill_between(s.min().index, s.min(), s.max(), color=color, alpha=0.12, lw=0)
-        ax.set(yscale="log", xlabel="step", ylabel=r"$\lambda_1$ (Hessian batch)",
-               title="final regime: top eigenvalue, last steps")
-        ax.legend(fontsize="x-small")
-    fig.tight_layout()
-    return fig
