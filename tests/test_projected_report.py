@@ -12,7 +12,7 @@ import params
 from minima import projected, runs
 from minima.config import make_config
 from minima.report import projected as report
-from minima.report import statistics
+from minima.report import projected_collection, statistics
 
 PER_EPOCH, EPOCHS = 4, 5
 
@@ -62,7 +62,7 @@ def test_each_run_is_labelled_by_its_setting(study):
     assert {(r["group"], r["setting"]) for r in found} == {
         ("early", "sgd"), ("early", "λ=1"), ("check", "sgd lr/2"), ("check", "λ=0.5")}
     config = make_config("projected", 0, overrides={"lam": 0.25, "refresh_every": 50}, data_source="embedded")
-    assert report.setting_of(config) == "λ=0.25 R=50"
+    assert projected_collection.setting_of(config) == "λ=0.25 R=50"
 
 
 def test_the_check_reports_identical_and_differing_weights(study):
