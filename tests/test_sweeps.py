@@ -227,8 +227,8 @@ def test_a_job_that_raises_is_reported_with_its_error_line(tmp_path):
     root.mkdir(parents=True)
     (root / "sgd-default").write_text("a file where the run folder's parent should be\n")
     out = launch.launch_sweep("raise", ["sgd"], [0], results_dir=tmp_path, **SMOKE)
-    assert re.fullmatch(r"failed: (minima\.(runs|errors)\.)?StudyError: results folder .*sgd-default/seed0 is not writable .*",
-                        out["sgd-default/seed0"])
+    assert re.fullmatch(r"failed: (minima\.(runs|errors)\.)?StudyError: "
+                        r"results folder .*sgd-default/seed0 is not writable .*", out["sgd-default/seed0"])
 
 
 def _kill_job_tree(controller_pid):
