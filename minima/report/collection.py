@@ -83,12 +83,25 @@ def _run_row(run_dir, run) -> dict:
     top = (curv or {}).get("full_data_top")
     if top:
         row.update(n_outliers=top["n_outliers"], full_lambda1=top["eigenvalues"][0],
-                   full_data_converged=bool(top["converged"]))
+                   full_data_converged=bool(top["converged"]), full_data_k=len(top["eigenvalues"]),
+                   full_data_n_samples=top.get("n_samples"), full_data_n_hvps=top.get("n_hvps"),
+                   full_data_n_hvps_float64=top.get("n_hvps_float64"), full_data_time_s=top.get("time_s"))
+    if curv:
+        row["peak_rss_mib"] = curv.get("peak_rss_mib")
+    land = run.get("landscape")
+    if land is not None:  # the loss rise one unit from the minimum along the filter-normalised random direction
+        a, line = land["alphas"], land["random_1d"]
+        row["random_rise_at_one"] = float(np.mean([np.interp(-1.0, a, line), np.interp(1.0, a, line)])
+                                          - np.interp(0.0, a, line))
     certified = [(curv or {}).get("certified_in")] + (list(spec["certified_in"].unique())
                                                       if spec is not None and "certified_in" in spec else [])
     row["certified_in"] = ", ".join(sorted({str(c) for c in certified if isinstance(c, str)})) or "float32 (old)"
     return row
 
+
+# per-run numbers that only `make facts` quotes (the analysis's cost, the random-direction rise): runs.csv leaves them out
+FACTS_ONLY = ("full_data_k", "full_data_n_samples", "full_data_n_hvps", "full_data_n_hvps_float64", "full_data_time_s",
+              "peak_rss_mib", "random_rise_at_one")
 
 KEY = ["optimizer", "seed"]
 EMPTY = {  # the columns of each frame when no run contributes a row, so that filters and plots still work

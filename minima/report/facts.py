@@ -11,67 +11,49 @@ change):
 import numpy as np
 
 from minima.report import collection
-from minima.runs import load_run
+from minima.report import fact_values as values
 
 
-def _by_optimizer(frame, column, reduce="mean"):
-    return {opt: getattr(frame[frame.optimizer == opt][column], reduce)() for opt in collection.optimizers_in(frame)}
-
-
-def _line(label, values, spec=".3g"):
-    print(f"{label}: " + ", ".join(f"{k} {format(v, spec)}" for k, v in values.items()))
+def _line(label, numbers, spec=".3g"):
+    print(f"{label}: " + ", ".join(f"{k} {format(v, spec)}" for k, v in numbers.items()))
 
 
 def accuracy(runs):
-    _line("test accuracy, mean over seeds", _by_optimizer(runs, "test_accuracy"), ".4f")
-    _line("test accuracy, sd over seeds", _by_optimizer(runs, "test_accuracy", "std"), ".4f")
-    _line("train accuracy, min over seeds", _by_optimizer(runs, "train_accuracy", "min"), ".4f")
-    mean, sd = _by_optimizer(runs, "test_accuracy"), _by_optimizer(runs, "test_accuracy", "std")
-    n = {opt: collection.seed_count(runs, opt) for opt in mean}
-    best, worst = max(mean, key=mean.get), min(mean, key=mean.get)
-    se = np.sqrt(sd[best] ** 2 / n[best] + sd[worst] ** 2 / n[worst])
-    print(f"largest difference: {best} - {worst} = {mean[best] - mean[worst]:.4f} "
-          f"({(mean[best] - mean[worst]) / se:.1f} standard errors of the difference)")
+    v = values.accuracy(runs)
+    _line("test accuracy, mean over seeds", v["mean"], ".4f")
+    _line("test accuracy, sd over seeds", v["sd"], ".4f")
+    _line("train accuracy, min over seeds", v["train_min"], ".4f")
+    print(f"largest difference: {v['best']} - {v['worst']} = {v['difference']:.4f} "
+          f"({v['z']:.1f} standard errors of the difference)")
 
 
 def curvature(runs, frames):
-    for column in ("lambda1", "lambda2", "trace", "train_loss"):
-        _line(f"final {column}, mean", _by_optimizer(runs, column))
-    print(f"max residual of the final top-2 eigenvalues: {runs[['residual1', 'residual2']].to_numpy().max():.1e}")
-    sens = frames["sensitivity"]
-    l100 = _by_optimizer(sens[sens.batch == "100"], "lambda1")
-    lfull = _by_optimizer(sens[sens.batch == "full"], "lambda1")
-    _line("lambda1 on 100 samples / on the full training split", {k: l100[k] / lfull[k] for k in l100})
-    _line("lambda1 on the full training split, mean", lfull)
-    per_run = sens.groupby(["optimizer", "seed"]).trace.agg(lambda t: t.max() / t.min() - 1)
-    means = sens.groupby(["optimizer", "batch"]).trace.mean().groupby("optimizer").agg(lambda t: t.max() / t.min() - 1)
-    print(f"trace, largest relative change between Hessian batches: of the means over seeds {means.max():.1%} "
-          f"({means.idxmax()}); within one run {per_run.max():.1%}")
-    rel = ((runs.pyhessian_lambda1 - runs.lambda1).abs() / runs.lambda1).tolist()
-    rel += ((runs.pyhessian_lambda2 - runs.lambda2).abs() / runs.lambda2).tolist()
-    res = runs[["pyhessian_residual1", "pyhessian_residual2"]].to_numpy()
-    print(f"PyHessian vs certified top-2: max relative difference {max(rel):.2%}; "
-          f"its residuals {res.min():.1e} to {res.max():.1e}; converged in {int(runs.pyhessian_converged.sum())} "
-          f"of {len(runs)} runs")
+    v = values.curvature(runs, frames)
+    for column, means in v["means"].items():
+        _line(f"final {column}, mean", means)
+    print(f"max residual of the final top-2 eigenvalues: {v['max_residual']:.1e}")
+    _line("lambda1 on 100 samples / on the full training split", v["batch_ratio"])
+    _line("lambda1 on the full training split, mean", v["full_lambda1"])
+    print(f"trace, largest relative change between Hessian batches: of the means over seeds "
+          f"{v['trace_change_means']:.1%} ({v['trace_change_means_at']}); within one run {v['trace_change_run']:.1%}")
+    print(f"PyHessian vs certified top-2: max relative difference {v['pyhessian_max_rel']:.2%}; "
+          f"its residuals {v['pyhessian_res_min']:.1e} to {v['pyhessian_res_max']:.1e}; converged in "
+          f"{v['pyhessian_converged']} of {v['n_runs']} runs")
 
 
 def spectrum(runs, frames):
-    spec = frames["spectrum"]
-    _line("median ratio over the tracked steps, mean over seeds", _by_optimizer(runs, "median_ratio"))
-    _line("  sd over seeds", _by_optimizer(runs, "median_ratio", "std"))
-    _line("median gap over the tracked steps, mean over seeds", _by_optimizer(runs, "median_gap"))
-    print(f"tracked steps with ratio < 1: {int((spec.ratio < 1).sum())} of {len(spec)}; "
-          f"unconverged: {int((~spec.converged.astype(bool)).sum())}; "
-          f"ratio range {spec.ratio.min():.3f} to {spec.ratio.max():.3f}")
-    _line("median HVPs per tracked step",
-          {o: spec[spec.optimizer == o].n_hvps.median() for o in collection.optimizers_in(spec)})
+    v = values.spectrum(runs, frames)
+    _line("median ratio over the tracked steps, mean over seeds", v["median_ratio"])
+    _line("  sd over seeds", v["median_ratio_sd"])
+    _line("median gap over the tracked steps, mean over seeds", v["median_gap"])
+    print(f"tracked steps with ratio < 1: {v['below_1']} of {v['steps']}; unconverged: {v['unconverged']}; "
+          f"ratio range {v['ratio_min']:.3f} to {v['ratio_max']:.3f}")
+    _line("median HVPs per tracked step", v["median_hvps"])
 
 
 def sharpness(frames):
-    sh = frames["sharpness"]
-    for opt in collection.optimizers_in(sh):
-        per_seed = sh[sh.optimizer == opt].groupby("seed").lambda1
-        peak, first, last = per_seed.max(), per_seed.first(), per_seed.last()
+    for opt, v in values.sharpness(frames).items():
+        peak, first, last = v["peak"], v["first"], v["last"]
         print(f"sharpness {opt}: peak {peak.min():.3g} to {peak.max():.3g}, "
               f"final {last.min():.3g} to {last.max():.3g}, "
               f"log10(peak / final) {np.log10(peak / last).min():.2f} to {np.log10(peak / last).max():.2f} "
@@ -80,13 +62,8 @@ def sharpness(frames):
 
 def peak_accuracy(frames):
     """Per optimizer, over seeds: the best test accuracy of any epoch, when, and what the end keeps of it."""
-    hist = collection.only_ok(frames["history"], frames)
-    for opt in collection.optimizers_in(hist):
-        h = hist[hist.optimizer == opt].sort_values("epoch")
-        per_seed = h.groupby("seed")
-        peak, final = per_seed.test_accuracy.max(), per_seed.test_accuracy.last()
-        at = h.loc[per_seed.test_accuracy.idxmax(), "epoch"]  # the first epoch at the peak
-        loss_min, loss_end = per_seed.test_loss.min(), per_seed.test_loss.last()
+    for opt, v in values.peak_accuracy(frames).items():
+        peak, final, at, loss_min, loss_end = v["peak"], v["final"], v["at"], v["loss_min"], v["loss_end"]
         print(f"peak test accuracy {opt}: {peak.min():.4f} to {peak.max():.4f} at epochs {at.min()} to {at.max()}; "
               f"final - peak {(final - peak).min():.4f} to {(final - peak).max():.4f}; "
               f"test loss min {loss_min.min():.3g} to {loss_min.max():.3g}, final {loss_end.min():.3g} to "
@@ -94,72 +71,38 @@ def peak_accuracy(frames):
 
 
 def loss_jumps(frames):
-    """Per optimizer, over seeds: the training loss's largest rise above its lowest value so far in the second
-    half of training (epoch-end losses), when and to what; and how far above its lowest the run ends."""
-    hist = collection.only_ok(frames["history"], frames)
-    for opt in collection.optimizers_in(hist):
-        rise, at, to, end = [], [], [], []
-        for _, h in hist[hist.optimizer == opt].sort_values("epoch").groupby("seed"):
-            loss = h.train_loss.to_numpy()
-            start = max(1, len(loss) // 2)  # the first epoch of the second half, with one before it
-            if len(loss) <= start:
-                continue
-            ratio = loss[start:] / np.minimum.accumulate(loss)[start - 1:-1]
-            i = start + int(np.argmax(ratio))
-            rise.append(loss[i] / loss[:i].min())
-            at.append(int(h.epoch.iloc[i]))
-            to.append(loss[i])
-            end.append(loss[-1] / loss.min())
-        if rise:
-            print(f"training-loss jumps in the second half, {opt}: largest rise over the lowest loss so far "
-                  f"{min(rise):.3g}x to {max(rise):.3g}x (to {min(to):.2g} to {max(to):.2g}) at epochs {min(at)} to "
-                  f"{max(at)}; final / lowest {min(end):.3g}x to {max(end):.3g}x")
+    """Per optimizer, over seeds: the training loss's largest late rise over its running minimum, and the end."""
+    for opt, v in values.loss_jumps(frames).items():
+        rise, at, to, end = v["rise"], v["at"], v["to"], v["end"]
+        print(f"training-loss jumps in the second half, {opt}: largest rise over the lowest loss so far "
+              f"{min(rise):.3g}x to {max(rise):.3g}x (to {min(to):.2g} to {max(to):.2g}) at epochs {min(at)} to "
+              f"{max(at)}; final / lowest {min(end):.3g}x to {max(end):.3g}x")
 
 
 def gradient_norms(frames, last_epochs=10):
-    hist = frames["history"]
-    late = hist[hist.epoch > hist.epoch.max() - last_epochs]
-    ratio = late.grad_norm_last_batch / late.grad_norm_full
     _line(f"last-mini-batch / full-batch gradient norm, median over the last {last_epochs} epochs",
-          {o: ratio[late.optimizer == o].median() for o in collection.optimizers_in(late)})
+          values.gradient_norms(frames, last_epochs))
 
 
 def landscapes(runs):
-    for opt in collection.optimizers_in(runs):
-        at_one = []
-        for run_dir in runs[runs.optimizer == opt].run_dir:
-            land = load_run(run_dir).get("landscape")
-            if land is None:
-                continue
-            a = land["alphas"]
-            ends = [np.interp(-1.0, a, land["random_1d"]), np.interp(1.0, a, land["random_1d"])]
-            at_one.append(np.mean(ends) - np.interp(0.0, a, land["random_1d"]))
-        if at_one:
-            print(f"filter-normalised random direction, loss rise one unit from the minimum, {opt}: "
-                  f"mean {np.mean(at_one):.3g} (seeds {min(at_one):.3g} to {max(at_one):.3g})")
+    for opt, at_one in values.landscapes(runs).items():
+        print(f"filter-normalised random direction, loss rise one unit from the minimum, {opt}: "
+              f"mean {np.mean(at_one):.3g} (seeds {min(at_one):.3g} to {max(at_one):.3g})")
 
 
 def hardest_digits(frames, k=3):
-    pc = frames["per_class"]
-    for opt in collection.optimizers_in(pc):
-        mean = pc[pc.optimizer == opt].groupby("digit").accuracy.mean().sort_values()
-        print(f"hardest digits, {opt}: " + ", ".join(f"{d} ({a:.3f})" for d, a in mean.head(k).items()))
+    for opt, mean in values.hardest_digits(frames, k).items():
+        print(f"hardest digits, {opt}: " + ", ".join(f"{d} ({a:.3f})" for d, a in mean.items()))
 
 
 def tracking_cost(frames):
-    """What the trackers add to the optimizer's steps: (steps + trackers) / steps − 1, from runs that time both."""
-    hist = frames["history"]
-    if "step_time_s" not in hist or hist.step_time_s.isna().all():
+    """What the trackers add to the optimizer's steps: (steps + trackers) / steps - 1, from runs that time both."""
+    v = values.tracking_cost(frames)
+    if v is None:
         print("tracking cost: no run records step_time_s yet")
         return
-    timed = hist.dropna(subset=["step_time_s"])
-    sums = timed.groupby(["optimizer", "seed"])[["step_time_s", "train_time_s", "epoch_time_s"]].sum()
-    added = (sums.train_time_s / sums.step_time_s - 1).groupby("optimizer").median()
-    trackers = sums.train_time_s - sums.step_time_s
-    whole = trackers / (sums.epoch_time_s - trackers)  # against the run without them: steps and evaluation
-    _line("trackers' time / the optimizer's steps, median over timed seeds",
-          {o: added[o] for o in collection.optimizers_in(timed.reset_index())}, ".0%")
-    _line("  ... over steps plus the per-epoch evaluation", whole.groupby("optimizer").median().to_dict(), ".0%")
+    _line("trackers' time / the optimizer's steps, median over timed seeds", v["steps"], ".0%")
+    _line("  ... over steps plus the per-epoch evaluation", v["with_evaluation"], ".0%")
 
 
 def fair_comparison(frames, label):
@@ -208,44 +151,40 @@ def projected_update(results_dir):
         _print_rows(name, table)
 
 
-def analysis_cost(runs):
+def analysis_cost(runs, frames):
     """The final weights' analysis per run: wall time, and the full-data top-k's HVPs (float64 ones) and time."""
+    sens = frames["sensitivity"]
     for r in runs.itertuples():
-        curv = load_run(r.run_dir).get("curvature") or {}
-        top = curv.get("full_data_top") or {}
-        if curv.get("time_s") is None:
+        if not np.isfinite(getattr(r, "analysis_s", np.nan)):
             continue
-        sens = {row["batch"]: row.get("time_s") for row in curv.get("batch_sensitivity", [])}
-        print(f"final analysis, {r.optimizer} seed {r.seed}: {curv['time_s']:.0f} s in all; full-data top-"
-              f"{len(top.get('eigenvalues', []))} on {top.get('n_samples')} images: {top.get('n_hvps')} HVPs "
-              f"({top.get('n_hvps_float64')} float64) in {top.get('time_s') or float('nan'):.0f} s, converged "
-              f"{top.get('converged')}; sensitivity " + ", ".join(f"{b} {t:.0f} s" for b, t in sens.items() if t)
-              + (f"; the process's peak RSS {curv['peak_rss_mib'] / 1024:.2f} GiB" if curv.get("peak_rss_mib") else ""))
+        times = sens[(sens.optimizer == r.optimizer) & (sens.seed == r.seed)] if "time_s" in sens else sens.iloc[:0]
+        sensitivity = ", ".join(f"{b} {t:.0f} s" for b, t in zip(times.batch, times.time_s) if t and np.isfinite(t))
+        k, n, hvps, h64, t = (getattr(r, f"full_data_{c}", None) for c in ("k", "n_samples", "n_hvps",
+                                                                             "n_hvps_float64", "time_s"))
+        rss = getattr(r, "peak_rss_mib", None)
+        print(f"final analysis, {r.optimizer} seed {r.seed}: {r.analysis_s:.0f} s in all; full-data top-"
+              f"{_int(k)} on {_int(n)} images: {_int(hvps)} HVPs ({_int(h64)} float64) in "
+              f"{t if t is not None and np.isfinite(t) else float('nan'):.0f} s, converged "
+              f"{getattr(r, 'full_data_converged', None)}; sensitivity " + sensitivity
+              + (f"; the process's peak RSS {rss / 1024:.2f} GiB" if rss and np.isfinite(rss) else ""))
 
 
-def _two_slots(minutes):
-    """The wall time of these jobs on two slots, longest first, each to the slot that frees first."""
-    slots = [0.0, 0.0]
-    for m in sorted(minutes, reverse=True):
-        slots[slots.index(min(slots))] += m
-    return max(slots)
+def _int(value):
+    """A count as the run recorded it (None where it did not)."""
+    return None if value is None or (isinstance(value, float) and not np.isfinite(value)) else int(value)
+
+
+_two_slots = values.two_slots
 
 
 def seed_cost(runs):
-    """One seed of every optimizer, from each run's own records: its training epochs (trackers included) plus
-    its final analysis (the landscapes, under a minute, are left out), median over seeds; then the five on two
-    slots, as `make reproduce` runs them (one thread each). The parts were timed under whatever else shared
-    the cores, so this is an estimate from measured parts, not one timed end to end."""
-    if not {"epochs_s", "analysis_s"} <= set(runs):
+    """One seed of every optimizer from each run's own records (``fact_values.seed_cost``), then on two slots."""
+    v = values.seed_cost(runs)
+    if v is None:
         return
-    timed = runs.dropna(subset=["epochs_s", "analysis_s"])
-    if not len(timed):
-        return
-    minutes = (timed.epochs_s + timed.analysis_s) / 60
-    median = {opt: float(m) for opt, m in minutes.groupby(timed.optimizer, sort=False).median().items()}
-    _line("one run's training plus final analysis, minutes, median over seeds", median, ".0f")
-    print(f"one seed of the {len(median)} optimizers: {sum(median.values()) / 60:.1f} h of runs, "
-          f"{_two_slots(median.values()) / 60:.1f} h on two slots")
+    _line("one run's training plus final analysis, minutes, median over seeds", v["median"], ".0f")
+    print(f"one seed of the {len(v['median'])} optimizers: {v['total_h']:.1f} h of runs, "
+          f"{v['two_slots_h']:.1f} h on two slots")
 
 
 def study(frames, heading, label):
@@ -271,7 +210,7 @@ def full_size(results_dir, embedded):
         return
     frames = fs.collect_full_size(results_dir)
     study(frames, f"\nfull size ({fs.study_dir(results_dir)}): ", "full size")
-    analysis_cost(collection.ok_runs(frames))
+    analysis_cost(collection.ok_runs(frames), frames)
     seed_cost(collection.ok_runs(frames))
     _print_rows("full size vs embedded", fs.comparison(embedded, frames))
 

@@ -13,6 +13,7 @@ import pandas as pd
 from minima import runs
 from minima.data import CLASS_NAMES
 from minima.report.collection import (
+    FACTS_ONLY,
     LABELS,
     ORIGINAL_ACCURACY,
     ORIGINAL_FINAL_EIGENVALUES,
@@ -307,5 +308,6 @@ def write_tables(frames, tables_dir) -> list[Path]:
     for name, (table, caption) in summary_tables(frames).items():
         written += write_table(tables_dir, name, name.replace("_", " ").capitalize(), table, caption)
     path = tables_dir / "runs.csv"
-    runs.atomic_write(path, lambda f: f.write(frames["runs"].to_csv(index=False).encode()))
+    table = frames["runs"].drop(columns=[c for c in FACTS_ONLY if c in frames["runs"]])
+    runs.atomic_write(path, lambda f: f.write(table.to_csv(index=False).encode()))
     return written + [path]
