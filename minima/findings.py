@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from minima import runs
+from minima import runs, schema
 
 
 def _csv(path: Path):
@@ -30,34 +30,35 @@ def _csv(path: Path):
 def quoted(run_dir) -> dict[str, float]:
     """Every quantity the report quotes of this run, by name; a quantity the run lacks is left out."""
     run_dir, out = Path(run_dir), {}
+    F, C, T, SPEC, EQ = schema.FINAL, schema.CURVATURE, schema.FULL_DATA_TOP, schema.SPECTRUM, schema.EQUAL_LOSS
     final = runs.load_json(run_dir / runs.FINAL) if (run_dir / runs.FINAL).exists() else {}
-    for key in ("test_accuracy", "train_accuracy", "test_loss", "train_loss"):
+    for key in F.keys("test_accuracy", "train_accuracy", "test_loss", "train_loss"):
         if isinstance(final.get(key), (int, float)):
             out[key] = float(final[key])
     if (run_dir / runs.CURVATURE).exists():
         curv = runs.load_json(run_dir / runs.CURVATURE)
-        for i, value in enumerate(curv.get("top_eigenvalues", [])):
+        for i, value in enumerate(curv.get(C.key("top_eigenvalues"), [])):
             out[f"lambda{i + 1}"] = float(value)
-        if curv.get("trace"):
+        if curv.get(C.key("trace")):
             out["trace"] = float(curv["trace"]["mean"])
-        if curv.get("full_data_top"):
-            out["full_data_lambda1"] = float(curv["full_data_top"]["eigenvalues"][0])
+        if curv.get(C.key("full_data_top")):
+            out["full_data_lambda1"] = float(curv["full_data_top"][T.key("eigenvalues")][0])
     spectrum = _csv(run_dir / runs.SPECTRUM)
     if spectrum is not None:
-        for col in ("lambda1", "lambda2", "gap", "ratio"):
+        for col in SPEC.keys("lambda1", "lambda2", "gap", "ratio"):
             out[f"median_last_steps_{col}"] = float(spectrum[col].median())
     sharpness = _csv(run_dir / runs.SHARPNESS)
     if sharpness is not None:
-        out["sharpness_peak"] = float(sharpness["lambda1"].max())
+        out["sharpness_peak"] = float(sharpness[schema.SHARPNESS.key("lambda1")].max())
     tracking = _csv(run_dir / runs.TRACKING)
     if tracking is not None:
-        out["precond_sharpness_peak"] = float(tracking["precond_lambda1"].max())
+        out["precond_sharpness_peak"] = float(tracking[schema.TRACKING.key("precond_lambda1")].max())
     equal = _csv(run_dir / runs.EQUAL_LOSS)
     if equal is not None:
         for row in equal.to_dict("records"):
-            for col in ("lambda1", "precond_lambda1", "trace"):
+            for col in EQ.keys("lambda1", "precond_lambda1", "trace"):
                 if isinstance(row.get(col), (int, float)) and math.isfinite(row[col]):
-                    out[f"equal_loss_{row['loss_threshold']:g}_{col}"] = float(row[col])
+                    out[f"equal_loss_{row[EQ.key('loss_threshold')]:g}_{col}"] = float(row[col])
     return out
 
 

@@ -78,6 +78,16 @@ class Schema:
             with path.open() as f:
                 self.check(next(csv.reader(f)), allow_legacy=True, where=str(path))
 
+    def key(self, name: str) -> str:
+        """``name``, after checking that this file declares it: readers name keys through this, so a key renamed
+        in the schema fails where it is read instead of reading as missing."""
+        if name not in self.fields and name not in self.conditional:
+            raise KeyError(f"{self.file} declares no key {name!r} (minima.schema)")
+        return name
+
+    def keys(self, *names: str) -> tuple[str, ...]:
+        return tuple(self.key(n) for n in names)
+
     def example(self, **values) -> dict:
         """A record for a test fixture: every given key must be declared; the rest are None."""
         self.check(set(values) | set(self.fields), where=f"{self.file} fixture")

@@ -76,3 +76,23 @@ def test_a_new_run_writes_exactly_the_declared_keys(smoke_run, declared):
     else:
         with path.open() as f:
             assert next(csv.reader(f)) == list(declared.fields)
+
+
+def test_readers_name_keys_through_the_schema_so_a_rename_fails_where_it_is_read(monkeypatch):
+    """collection (the report's reader) and findings (compare's) ask the schema for each key they read."""
+    import dataclasses
+
+    from minima import findings
+    from minima.report import collection
+    with pytest.raises(KeyError, match="curvature.json declares no key 'top_eigenvalue'"):
+        schema.CURVATURE.key("top_eigenvalue")
+    run_dir = ROOT / "results" / "sgd" / "seed0"
+    assert findings.quoted(run_dir)["lambda1"] == json.loads((run_dir / runs.CURVATURE).read_text())[
+        "top_eigenvalues"][0]
+    renamed = dataclasses.replace(schema.CURVATURE, fields=tuple(
+        "top_eigenvalue" if f == "top_eigenvalues" else f for f in schema.CURVATURE.fields))
+    monkeypatch.setattr(schema, "CURVATURE", renamed)
+    with pytest.raises(KeyError, match="declares no key 'top_eigenvalues'"):
+        collection._run_row(run_dir, runs.load_run(run_dir))
+    with pytest.raises(KeyError, match="declares no key 'top_eigenvalues'"):
+        findings.quoted(run_dir)

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from minima import optimizers
+from minima import optimizers, schema
 from minima.runs import StudyError, load_run, study_runs
 
 ORDER = tuple(optimizers.names(everything=True))   # table rows and panels in this order; unknown names follow
@@ -57,20 +57,20 @@ def _run_row(run_dir, run) -> dict:
            "smoke": bool(cfg.get("smoke", False)), "data_source": data.get("source"),
            "dataset": data.get("dataset", "mnist"),
            "n_train": data.get("n_train"), "n_test": data.get("n_test")}
-    for key in ("train_accuracy", "test_accuracy", "train_loss", "test_loss"):
+    for key in schema.FINAL.keys("train_accuracy", "test_accuracy", "train_loss", "test_loss"):
         row[key] = final.get(key, nan)
-    curv = run.get("curvature")
+    curv, c = run.get("curvature"), schema.CURVATURE.key  # keys read through the schema: a rename fails here
     if curv:
-        ev, res = list(curv["top_eigenvalues"]) + [nan], list(curv["residuals"]) + [nan]
-        ph = curv.get("pyhessian", {})
+        ev, res = list(curv[c("top_eigenvalues")]) + [nan], list(curv[c("residuals")]) + [nan]
+        ph = curv.get(c("pyhessian"), {})
         ph_ev, ph_res = list(ph.get("eigenvalues", [])) + [nan, nan], list(ph.get("residuals", [])) + [nan, nan]
         row.update(lambda1=ev[0], lambda2=ev[1], residual1=res[0], residual2=res[1],
-                   converged=_all_true(curv.get("converged")), gap=curv.get("gap", nan), ratio=curv.get("ratio", nan),
-                   trace=curv["trace"]["mean"], trace_stderr=curv["trace"]["stderr"],
-                   trace_samples=curv["trace"]["n_samples"], hessian_batch_size=curv.get("hessian_batch_size"),
+                   converged=_all_true(curv.get(c("converged"))), gap=curv.get(c("gap"), nan),
+                   ratio=curv.get(c("ratio"), nan), trace=curv[c("trace")]["mean"], trace_stderr=curv["trace"]["stderr"],
+                   trace_samples=curv["trace"]["n_samples"], hessian_batch_size=curv.get(c("hessian_batch_size")),
                    pyhessian_lambda1=ph_ev[0], pyhessian_lambda2=ph_ev[1], pyhessian_residual1=ph_res[0],
                    pyhessian_residual2=ph_res[1], pyhessian_converged=_all_true(ph.get("converged")),
-                   analysis_s=curv.get("time_s", nan))  # the final analysis's wall time
+                   analysis_s=curv.get(c("time_s"), nan))  # the final analysis's wall time
     hist = run.get("history")
     if hist is not None and "epoch_time_s" in hist:
         row["epochs_s"] = float(hist["epoch_time_s"].sum())  # training and per-epoch evaluation, trackers included
@@ -80,9 +80,9 @@ def _run_row(run_dir, run) -> dict:
                    steps_ratio_below_1=int((spec["ratio"] < 1).sum()),
                    steps_unconverged=int((~spec["converged"].astype(bool)).sum()),
                    spectrum_max_residual=float(np.nanmax(spec[["residual1", "residual2"]].to_numpy())))
-    top = (curv or {}).get("full_data_top")
+    top, t = (curv or {}).get(c("full_data_top")), schema.FULL_DATA_TOP.key
     if top:
-        row.update(n_outliers=top["n_outliers"], full_lambda1=top["eigenvalues"][0],
+        row.update(n_outliers=top[t("n_outliers")], full_lambda1=top[t("eigenvalues")][0],
                    full_data_converged=bool(top["converged"]), full_data_k=len(top["eigenvalues"]),
                    full_data_n_samples=top.get("n_samples"), full_data_n_hvps=top.get("n_hvps"),
                    full_data_n_hvps_float64=top.get("n_hvps_float64"), full_data_time_s=top.get("time_s"))
