@@ -66,7 +66,8 @@ def _run_row(run_dir, run) -> dict:
         ph_ev, ph_res = list(ph.get("eigenvalues", [])) + [nan, nan], list(ph.get("residuals", [])) + [nan, nan]
         row.update(lambda1=ev[0], lambda2=ev[1], residual1=res[0], residual2=res[1],
                    converged=_all_true(curv.get(c("converged"))), gap=curv.get(c("gap"), nan),
-                   ratio=curv.get(c("ratio"), nan), trace=curv[c("trace")]["mean"], trace_stderr=curv["trace"]["stderr"],
+                   ratio=curv.get(c("ratio"), nan), trace=curv[c("trace")]["mean"],
+                   trace_stderr=curv["trace"]["stderr"],
                    trace_samples=curv["trace"]["n_samples"], hessian_batch_size=curv.get(c("hessian_batch_size")),
                    pyhessian_lambda1=ph_ev[0], pyhessian_lambda2=ph_ev[1], pyhessian_residual1=ph_res[0],
                    pyhessian_residual2=ph_res[1], pyhessian_converged=_all_true(ph.get("converged")),
@@ -99,7 +100,7 @@ def _run_row(run_dir, run) -> dict:
     return row
 
 
-# per-run numbers that only `make facts` quotes (the analysis's cost, the random-direction rise): runs.csv leaves them out
+# per-run numbers that only `make facts` quotes (the analysis's cost, the random-direction rise), left out of runs.csv
 FACTS_ONLY = ("full_data_k", "full_data_n_samples", "full_data_n_hvps", "full_data_n_hvps_float64", "full_data_time_s",
               "peak_rss_mib", "random_rise_at_one")
 

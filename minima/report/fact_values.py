@@ -43,7 +43,8 @@ def curvature(runs, frames) -> dict:
 
 def spectrum(runs, frames) -> dict:
     spec = frames["spectrum"]
-    return {"median_ratio": by_optimizer(runs, "median_ratio"), "median_ratio_sd": by_optimizer(runs, "median_ratio", "std"),
+    return {"median_ratio": by_optimizer(runs, "median_ratio"),
+            "median_ratio_sd": by_optimizer(runs, "median_ratio", "std"),
             "median_gap": by_optimizer(runs, "median_gap"), "below_1": int((spec.ratio < 1).sum()), "steps": len(spec),
             "unconverged": int((~spec.converged.astype(bool)).sum()), "ratio_min": spec.ratio.min(),
             "ratio_max": spec.ratio.max(),

@@ -238,7 +238,8 @@ def fair_tables(frames, thresholds) -> dict:
         "speed": (speed_table(frames, thresholds),
                   "Time to a target: the first epoch whose full-batch training loss is below the threshold (or whose "
                   "test accuracy reaches the target), its step, and the seconds spent in optimizer steps until then "
-                  "(no trackers, no evaluation, as measured with the study's runs sharing the cores; n when some runs predate "
+                  "(no trackers, no evaluation, as measured with the study's runs sharing the cores; n when some runs "
+                  "predate "
                   "the step time's record, '—' when all do), mean ± sd over "
                   "the seeds that reached it; 'reached' counts them. Steps / SGD's is a ratio of geometric means with "
                   "a 95 % Welch interval on the logarithms, given when every seed of both reached the target."),

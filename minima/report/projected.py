@@ -200,12 +200,14 @@ def tables(found) -> dict:
     if _group(found, "check"):
         out["projected_check"] = (check_table(found), "λ = 0.5 switched on at step 0 against plain SGD at half the "
                                   "learning rate: they must end with the same weights.")
-    for group, when in (("early", "switched on after one epoch"), ("final", "switched on for the last "
-                                                                      f"{params.PROJECTED_FINAL_SHARE:.0%} of training")):
+    final_share = f"switched on for the last {params.PROJECTED_FINAL_SHARE:.0%} of training"
+    for group, when in (("early", "switched on after one epoch"), ("final", final_share)):
         if _group(found, group):
-            out[f"projected_{group}"] = (loss_table(found, group), f"The {group} regime ({when}): full-batch training "
+            out[f"projected_{group}"] = (loss_table(found, group), f"The {group} regime ({when}): full-batch "
+                                         "training "
                                          "loss and test accuracy at the end, mean ± sd over seeds, against plain SGD "
-                                         "from the same weights (95 % t intervals of the per-seed ratios and differences; "
+                                         "from the same weights (95 % t intervals of the per-seed ratios and "
+                                         "differences; "
                                          "a loss ratio below 1 is lower).")
     if _group(found, "final"):
         out["projected_spectrum"] = (spectrum_table(found), "The final regime's curvature: λ1 over the last steps "

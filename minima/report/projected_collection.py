@@ -24,7 +24,9 @@ def setting_of(config) -> str:
     """The run's label within its group: sgd, sgd lr/2 or λ=<lam> (R=<r> when not the default)."""
     h = config["hyperparameters"]
     if config["optimizer"] == "sgd":
-        return BASE if h["lr"] == params.SGD["lr"] else HALF if h["lr"] == params.SGD["lr"] / 2 else f"sgd lr={h['lr']:g}"
+        if h["lr"] == params.SGD["lr"]:
+            return BASE
+        return HALF if h["lr"] == params.SGD["lr"] / 2 else f"sgd lr={h['lr']:g}"
     label = f"λ={h['lam']:g}"
     return label if h["refresh_every"] == params.PROJECTED["refresh_every"] else f"{label} R={h['refresh_every']}"
 
