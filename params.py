@@ -79,6 +79,14 @@ REPRO_ACCURACY_SAMPLES = 3  # accuracies may differ by this many images (confusi
 # quotes (minima.findings) is within this fraction of its seed-to-seed sd in the committed study
 REPRO_FINDINGS_SD_FRACTION = 0.1
 
+# ---------------------------------------------------------------- the flatness study (minima/flatness_study.py)
+# Does a flatter minimum generalize better (Jiang et al. 2020's protocol)? Train-only runs over optimizer x learning
+# rate (the sweep's selection and its two grid neighbours) x batch size x seed, each also keeping its weights at the
+# first epoch end where the full training cross-entropy is below STOP_LOSS: networks compared at equal loss.
+STOP_LOSS = 0.01
+FLATNESS_BATCH_SIZES = (32, 100, 500)
+FLATNESS_SEEDS = (0, 1)
+
 # ---------------------------------------------------------------- smoke mode (tests, `make smoke`)
 # Every path of a run, at the least work that still exercises it (the tests run many of these).
 SMOKE = dict(epochs=2, train_size=400, test_size=200, spectral_steps=2, sharpness_every=4,

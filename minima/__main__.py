@@ -8,6 +8,7 @@
     python -m minima compare runs results [--optimizers sgd] [--seeds 0]
     python -m minima sweep launch | status | collect --name NAME ...
     python -m minima projected [--groups check early final refresh] [--results-dir runs]
+    python -m minima flatness [--batch-sizes 32 100 500] [--seeds 0 1] [--results-dir runs]
     python -m minima notebooks [--force]
     python -m minima reanalyse RUN_DIR [RUN_DIR ...] [--data-dir data]
 
@@ -107,9 +108,11 @@ def parser() -> argparse.ArgumentParser:
     nbs = sub.add_parser("notebooks", help="stamp every registered optimizer's notebook from the template")
     nbs.add_argument("--force", action="store_true", help="overwrite notebooks that were edited by hand")
     nbs.set_defaults(func=cmd_notebooks)
+    from minima.flatness_study import add_parser as add_flatness
     from minima.projected_study import add_parser as add_projected
     from minima.reanalyse import add_parser as add_reanalyse
     add_projected(sub, DEFAULT_RUNS)
+    add_flatness(sub, DEFAULT_RUNS, DEFAULT_RESULTS)
     add_reanalyse(sub)
     sub.add_parser("sweep", help="optimizer x setting x seed sweeps (python -m minima sweep --help)", add_help=False)
     return p

@@ -32,7 +32,7 @@ def _check_positive(name, value, kind=float):
 
 def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, data_source=None,
                 smoke=False, overrides=None, validation_size=0, results_dir=None, data_dir=None, sweep=None,
-                tracking=None, final_analysis=None, dataset=None, experiment=None):
+                tracking=None, final_analysis=None, dataset=None, experiment=None, stop_loss=None):
     """Everything one run needs, validated, as a JSON-able dict: the one object that the runner, the sweeps,
     the experiments and the notebook pass on whole (it becomes the run's config.json).
 
@@ -46,7 +46,9 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
     ``final_analysis=False`` skips the final weights' Hessian analysis and
     landscapes (sweeps): the run is then training, history and weights only;
     ``experiment`` (e.g. ``projected/early``) puts the run in
-    ``<results>/<experiment>/<optimizer>-<setting>/seed<k>/`` (``runs.run_dir_for``).
+    ``<results>/<experiment>/<optimizer>-<setting>/seed<k>/`` (``runs.run_dir_for``);
+    ``stop_loss`` keeps the weights at the first epoch end whose full training loss is below it
+    (``model_at_stop.pt`` and ``stop.json``: ``training.train``); None keeps none.
     Fashion-MNIST and the torchvision source are 60,000 training images: their
     ``config["hessian"]`` takes ``params.FULL_SIZE`` (smoke values still win).
     """
@@ -63,6 +65,8 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
     if data_source not in params.DATA_SOURCES:
         raise StudyError(f"unknown data source {data_source!r}; valid choices: {', '.join(params.DATA_SOURCES)}")
     dataset = check_dataset(params.DATASET if dataset is None else dataset, data_source)
+    if stop_loss is not None:
+        _check_positive("stop loss", stop_loss)
     if not _is_int(validation_size) or validation_size < 0:
         raise StudyError(f"validation size must be a non-negative integer, got {validation_size!r}")
     if sweep is not None:
@@ -120,6 +124,7 @@ def make_config(optimizer, seed=params.SEED, *, epochs=None, batch_size=None, da
         "results_dir": str(Path(results_dir or REPO_ROOT / params.RUNS_DIR).resolve()),
         "sweep": sweep,
         "experiment": experiment,
+        "stop_loss": None if stop_loss is None else float(stop_loss),
     }
     if dataset == "fashion-mnist" or data_source == "torchvision":  # 60,000 training images (auto: unknown here)
         config["hessian"].update({key: get(key, value) for key, value in params.FULL_SIZE.items()})

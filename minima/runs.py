@@ -38,6 +38,7 @@ CONFIG, HISTORY, FINAL, MODEL = schema.CONFIG_FILE, schema.HISTORY_FILE, schema.
 SPECTRUM, SHARPNESS, CURVATURE = schema.SPECTRUM_FILE, schema.SHARPNESS_FILE, schema.CURVATURE_FILE
 TRACKING, EQUAL_LOSS = schema.TRACKING_FILE, schema.EQUAL_LOSS_FILE
 DENSITY, LANDSCAPE, NOTEBOOK = schema.DENSITY_FILE, schema.LANDSCAPE_FILE, "notebook.ipynb"
+STOP, STOP_MODEL = schema.STOP_FILE, schema.STOP_MODEL_FILE
 CHECKPOINT, DONE, ERROR, JOB_LOG, LOCK = "checkpoint.pt", "done", "error.txt", "job.log", "lock"
 HVP_JOURNAL = "hvp-journal"   # the final analysis's saved products (curvature.HvpJournal), for a resume
 # config["hessian"] keys that choose how the large-batch eigenvalues are solved, not what they are (each path is

@@ -25,6 +25,7 @@ CONFIG_FILE, HISTORY_FILE, FINAL_FILE, MODEL_FILE = "config.json", "history.csv"
 SPECTRUM_FILE, SHARPNESS_FILE, CURVATURE_FILE = "spectrum.csv", "sharpness.csv", "curvature.json"
 TRACKING_FILE, EQUAL_LOSS_FILE = "tracking.csv", "equal_loss.csv"
 DENSITY_FILE, LANDSCAPE_FILE = "density.npz", "landscape.npz"
+STOP_FILE, STOP_MODEL_FILE = "stop.json", "model_at_stop.pt"  # the equal-loss stopping point, when a run asks for one
 
 
 @dataclass(frozen=True)
@@ -98,8 +99,8 @@ PROVENANCE = Schema("config.json provenance", ("versions", "device", "platform",
                                                "command"))
 CONFIG = Schema(CONFIG_FILE, ("optimizer", "seed", "hyperparameters", "overrides", "epochs", "batch_size",
                               "eval_batch_size", "smoke", "model", "data", "hessian", "tracking", "landscape",
-                              "final_analysis", "results_dir", "sweep", "experiment", "provenance"),
-                legacy=("final_analysis", "experiment"), nested={"provenance": PROVENANCE})
+                              "final_analysis", "results_dir", "sweep", "experiment", "stop_loss", "provenance"),
+                legacy=("final_analysis", "experiment", "stop_loss"), nested={"provenance": PROVENANCE})
 FINAL = Schema(FINAL_FILE, ("status", "diverged_at", "epochs_completed", "train_accuracy", "test_accuracy",
                             "test_per_class_accuracy", "test_confusion_matrix", "train_loss", "test_loss"))
 FULL_DATA_TOP = Schema("curvature.json full_data_top", (
@@ -130,4 +131,7 @@ EQUAL_LOSS = Schema(EQUAL_LOSS_FILE, ("loss_threshold", "epoch", "step", "train_
                                       "precond_lambda1", "threshold", "trace", "trace_stderr", "trace_samples",
                                       "converged", "certified_in"))
 
-SCHEMAS = (CONFIG, FINAL, CURVATURE, HISTORY, SPECTRUM, SHARPNESS, TRACKING, EQUAL_LOSS)
+STOP = Schema(STOP_FILE, ("threshold", "reached", "epoch", "step", "train_loss", "train_accuracy", "test_loss",
+                          "test_accuracy"))
+
+SCHEMAS = (CONFIG, FINAL, CURVATURE, HISTORY, SPECTRUM, SHARPNESS, TRACKING, EQUAL_LOSS, STOP)

@@ -119,6 +119,7 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
     order = torch.Generator().manual_seed(seed)  # batch order: its own stream, saved with the checkpoint
     torch.manual_seed(seed)  # the global stream (AdaHessian's Rademacher probes)
     history, start_epoch = [], 1
+    stop_loss, stop = config.get("stop_loss"), None  # the equal-loss stopping point, once reached
     checkpoint = Path(run_dir) / runs.CHECKPOINT if run_dir else None
     if checkpoint and checkpoint.exists():
         state = runs.load_checkpoint(checkpoint, map_location=data.x_train.device)
@@ -131,7 +132,7 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
                 cb.load_state_dict(cb_state)
         for cb, cb_state in zip(owned, state.get("owned", [])):
             cb.load_state_dict(cb_state)
-        history, start_epoch = state["history"], state["epoch"] + 1
+        history, start_epoch, stop = state["history"], state["epoch"] + 1, state.get("stop")
         print(f"resuming {run_dir} after epoch {state['epoch']}")
     status, diverged_at = "ok", None
     bar = tqdm(total=total_steps, initial=(start_epoch - 1) * steps_per_epoch, disable=not progress,
@@ -170,6 +171,8 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
         row.update(grad_norm_full=tr["grad_norm"], grad_norm_last_batch=last_batch_grad_norm,
                    step_time_s=step_time, train_time_s=train_time, epoch_time_s=time.perf_counter() - t0)
         history.append(row)
+        if stop_loss is not None and stop is None and row["train_loss"] < stop_loss:
+            stop = {"row": dict(row), "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         for cb in every:
             if hasattr(cb, "on_epoch"):
                 cb.on_epoch(model, row)
@@ -180,13 +183,27 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optimizers.state_dict(optimizer),
                 "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(), "history": history,
                 "callback": [cb.state_dict() if hasattr(cb, "state_dict") else None for cb in callbacks],
-                "owned": [cb.state_dict() for cb in owned]})
+                "owned": [cb.state_dict() for cb in owned], "stop": stop})
     bar.close()
     for cb in owned if run_dir else []:
         cb.save(run_dir)
+    if run_dir and stop_loss is not None:
+        save_stop_point(run_dir, stop_loss, stop)
     if status == "diverged":
         print(f"diverged: non-finite loss at epoch {diverged_at['epoch']}, step {diverged_at['step']}")
     return {"history": history, "status": status, "diverged_at": diverged_at}
+
+
+def save_stop_point(run_dir, threshold, stop) -> None:
+    """stop.json (the epoch end where the full training loss first fell below ``threshold``, with that epoch's
+    losses and accuracies; ``reached`` false and the rest null when it never did) and, if reached, its weights
+    as model_at_stop.pt: Jiang et al. 2020's stopping point, which compares networks at equal training loss."""
+    row = (stop or {}).get("row", {})
+    record = {"threshold": threshold, "reached": stop is not None}
+    record |= {k: row.get(k) for k in ("epoch", "step", "train_loss", "train_accuracy", "test_loss", "test_accuracy")}
+    if stop is not None:
+        runs.save_torch(Path(run_dir) / runs.STOP_MODEL, stop["model"])
+    runs.save_json(Path(run_dir) / runs.STOP, schema.STOP.written(record))
 
 
 def finish_training(model, data: Dataset, outcome: dict, run_dir) -> dict:
