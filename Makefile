@@ -17,7 +17,8 @@ DATASET ?= mnist
 DATASET_DIR = $(if $(filter mnist,$(DATASET)),,/$(DATASET))
 OPT_ARGS = $(if $(strip $(OPTIMIZERS)),--optimizers $(OPTIMIZERS))
 
-.PHONY: install test lint reproduce compare smoke sweep study tuned fair projected full-size sweep-smoke report facts status notebooks benchmarks gpu-check \
+.PHONY: install test lint reproduce compare smoke sweep study tuned fair projected flatness full-size sweep-smoke report facts \
+        status notebooks benchmarks gpu-check \
         edge-of-stability clean-smoke
 
 install: $(VENV)/.installed
@@ -68,6 +69,9 @@ fair: sweep study tuned
 projected: install  # the projected-update experiment: every lam, both regimes, 3 seeds (python -m minima projected)
 	$(PY) -m minima projected --results-dir $(STUDY)
 
+flatness: install  # the flatness study's 90 train-only runs, each with its equal-loss stopping point (python -m minima flatness)
+	$(PY) -m minima flatness --results-dir $(STUDY)
+
 full-size: install  # the study at 60,000 images (Fashion-MNIST), seeds 0-2, every instrument on; hours on 2 cores
 	$(PY) -m minima run --dataset fashion-mnist --seeds 0 1 2 --results-dir $(STUDY)
 
@@ -96,6 +100,8 @@ benchmarks: install
 	$(PY) benchmarks/bench_tracking.py
 	$(PY) benchmarks/bench_parallel.py
 	$(PY) benchmarks/bench_projected.py
+	$(PY) benchmarks/bench_final_analysis.py
+	$(PY) benchmarks/bench_measures.py
 
 edge-of-stability: install  # the instruments' validation: writes results/edge_of_stability/ and its figure (~15 min)
 	$(PY) benchmarks/edge_of_stability.py --threads 1
