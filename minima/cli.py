@@ -4,6 +4,7 @@ import argparse
 import json
 import sys
 
+import params
 from minima.runs import StudyError
 
 
@@ -50,3 +51,15 @@ def dispatch(args) -> int:
         return 2
     except KeyboardInterrupt:
         return 130
+
+
+def add_run_options(p, default_results) -> None:
+    """The options every verb that plans and executes runs shares (``projected``, ``flatness``)."""
+    p.add_argument("--smoke", action="store_true", help="seconds-long runs on a subset")
+    p.add_argument("--data-source", help=f"one of: {', '.join(params.DATA_SOURCES)}")
+    p.add_argument("--data-dir", help="where torchvision keeps MNIST (default: data/)")
+    p.add_argument("--results-dir", default=default_results, help="where the runs go (default: runs/)")
+    p.add_argument("--jobs", type=int, help="runs at once (default: one per core)")
+    p.add_argument("--threads", type=int, help="torch threads per run (default: 1)")
+    p.add_argument("--force", action="store_true", help="redo complete runs")
+    p.add_argument("--quiet", action="store_true", help="do not echo the notebooks' output")

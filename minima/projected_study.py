@@ -25,7 +25,7 @@ import math
 
 import params
 from minima import optimizers, runs
-from minima.cli import seed_arg
+from minima.cli import add_run_options, seed_arg
 from minima.config import make_config
 from minima.data import load_mnist
 from minima.runner import run_configs
@@ -112,12 +112,5 @@ def add_parser(sub, default_results) -> None:
     p.add_argument("--groups", nargs="+", default=list(GROUPS), metavar="GROUP",
                    help=f"any of: {', '.join(GROUPS)} (default: all)")
     p.add_argument("--seeds", nargs="+", type=seed_arg, help="default: params.PROJECTED_SEEDS")
-    p.add_argument("--smoke", action="store_true", help="seconds-long runs on a subset")
-    p.add_argument("--data-source", help=f"one of: {', '.join(params.DATA_SOURCES)}")
-    p.add_argument("--data-dir", help="where torchvision keeps MNIST (default: data/)")
-    p.add_argument("--results-dir", default=default_results, help="where the runs go (default: runs/)")
-    p.add_argument("--jobs", type=int, help="runs at once (default: one per core)")
-    p.add_argument("--threads", type=int, help="torch threads per run (default: 1)")
-    p.add_argument("--force", action="store_true", help="redo complete runs")
-    p.add_argument("--quiet", action="store_true", help="do not echo the notebooks' output")
+    add_run_options(p, default_results)
     p.set_defaults(func=cmd_projected)
