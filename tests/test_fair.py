@@ -152,3 +152,36 @@ def test_the_mean_interval_against_a_hand_computation():
     assert g == pytest.approx(10.0) and glow < 1.0 < 100.0 < ghigh
     assert statistics.mean_interval([7.0]) == (7.0, 7.0, 7.0)
     assert all(math.isnan(x) for x in statistics.mean_interval([]))
+
+
+def test_kendall_tau_and_psi_against_a_hand_computation():
+    """Four models on a 2 x 2 grid (lr x batch). Over all four, the measure orders the gap with 5 concordant and
+    1 discordant pairs: tau = (5 - 1) / 6. Within each batch size (lr varies) both pairs are concordant: tau 1, 1;
+    within each lr (batch varies) one is concordant and one discordant: tau 1, -1."""
+    from minima.report import statistics
+    frame = pd.DataFrame({"lr": [0.1, 0.2, 0.1, 0.2], "batch": [32, 32, 500, 500],
+                          "measure": [1.0, 2.0, 3.0, 4.0], "gap": [0.1, 0.3, 0.4, 0.2]})
+    # pairs (i<j) of gap: (.1,.3)+ (.1,.4)+ (.1,.2)+ (.3,.4)+ (.3,.2)- (.4,.2)-  -> 4 concordant, 2 discordant
+    t = statistics.kendall_tau(frame.measure, frame.gap, n_resamples=200)
+    assert t["tau"] == pytest.approx((4 - 2) / 6) and t["n"] == 4   # four models: too few for an interval
+    psi = statistics.granulated_tau(frame, "measure", "gap", ["lr", "batch"], n_resamples=200)
+    # lr varies within batch 32: (1,.1),(2,.3) concordant; within batch 500: (3,.4),(4,.2) discordant -> mean 0
+    # batch varies within lr .1: (1,.1),(3,.4) concordant; within lr .2: (2,.3),(4,.2) discordant -> mean 0
+    assert psi["lr"]["psi"] == pytest.approx(0.0) and psi["lr"]["groups"] == 2
+    assert psi["batch"]["psi"] == pytest.approx(0.0) and psi["overall"]["psi"] == pytest.approx(0.0)
+    monotone = frame.assign(gap=[0.1, 0.2, 0.3, 0.4])
+    psi = statistics.granulated_tau(monotone, "measure", "gap", ["lr", "batch"], n_resamples=200)
+    assert psi["overall"]["psi"] == pytest.approx(1.0) and psi["overall"]["low"] == pytest.approx(1.0)
+    assert statistics.kendall_tau(monotone.measure, monotone.gap)["tau"] == pytest.approx(1.0)
+
+
+def test_the_tau_interval_covers_tau_and_narrows_with_more_models():
+    from minima.report import statistics
+    rng = np.random.default_rng(0)
+    widths = []
+    for n in (30, 120):
+        x = rng.normal(size=n)
+        t = statistics.kendall_tau(x, x + rng.normal(size=n), n_resamples=500)
+        assert -1 <= t["low"] < t["tau"] < t["high"] <= 1 and t["n"] == n
+        widths.append(t["high"] - t["low"])
+    assert widths[1] < widths[0]

@@ -88,3 +88,59 @@ def supported(low, high, null=0.0) -> str:
 
 def _exp(x) -> float:
     return math.exp(x) if math.isfinite(x) else math.nan
+
+
+# ----------------------------------------------------------------------------- rank correlation (Jiang et al. 2020)
+
+def kendall_tau(measure, gap, level=LEVEL, n_resamples=2000, seed=0) -> dict:
+    """Kendall's tau-b between a measure and the generalization gap over models (``scipy.stats.kendalltau``), with
+    a percentile bootstrap interval over models (``scipy.stats.bootstrap``, paired resampling). NaN pairs dropped."""
+    x, y = np.asarray(measure, float), np.asarray(gap, float)
+    keep = np.isfinite(x) & np.isfinite(y)
+    x, y = x[keep], y[keep]
+    out = {"tau": math.nan, "low": math.nan, "high": math.nan, "n": len(x)}
+    if len(x) < 2:
+        return out
+    out["tau"] = float(stats.kendalltau(x, y).statistic)
+    if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
+        ci = stats.bootstrap((x, y), lambda a, b: stats.kendalltau(a, b).statistic, paired=True, vectorized=False,
+                             n_resamples=n_resamples, confidence_level=level, method="percentile",
+                             random_state=np.random.default_rng(seed)).confidence_interval
+        out.update(low=float(ci.low), high=float(ci.high))
+    return out
+
+
+def granulated_tau(frame, measure, gap, axes, level=LEVEL, n_resamples=2000, seed=0) -> dict:
+    """Jiang et al. 2020's Psi: for each hyperparameter axis, the mean Kendall tau between ``measure`` and ``gap``
+    over the groups of models in which only that axis varies (every other axis held fixed); overall, the mean over
+    the axes. Intervals: percentile bootstrap over each axis's groups (overall: each axis resampled independently).
+
+    ``frame``: one row per model, with the columns ``axes``, ``measure`` and ``gap``. Returns {axis: {"psi", "low",
+    "high", "groups"}, "overall": {...}}; a group with fewer than two models or a constant column adds nothing.
+    """
+    rng = np.random.default_rng(seed)
+    per_axis = {}
+    for axis in axes:
+        others = [a for a in axes if a != axis]
+        taus = []
+        for _, group in (frame.groupby(others, dropna=False) if others else [(None, frame)]):
+            g = group[[measure, gap]].dropna()
+            if len(g) >= 2 and g[measure].nunique() > 1 and g[gap].nunique() > 1:
+                taus.append(float(stats.kendalltau(g[measure], g[gap]).statistic))
+        per_axis[axis] = np.asarray(taus)
+    out = {}
+    for axis, taus in per_axis.items():
+        entry = {"psi": float(taus.mean()) if len(taus) else math.nan, "low": math.nan, "high": math.nan,
+                 "groups": len(taus)}
+        if len(taus) >= 2:
+            boot = [rng.choice(taus, len(taus)).mean() for _ in range(n_resamples)]
+            entry.update(low=float(np.quantile(boot, (1 - level) / 2)), high=float(np.quantile(boot, (1 + level) / 2)))
+        out[axis] = entry
+    used = [t for t in per_axis.values() if len(t)]
+    overall = {"psi": float(np.mean([t.mean() for t in used])) if used else math.nan, "low": math.nan,
+               "high": math.nan, "axes": len(used)}
+    if used and all(len(t) >= 2 for t in used):
+        boot = [np.mean([rng.choice(t, len(t)).mean() for t in used]) for _ in range(n_resamples)]
+        overall.update(low=float(np.quantile(boot, (1 - level) / 2)), high=float(np.quantile(boot, (1 + level) / 2)))
+    out["overall"] = overall
+    return out
