@@ -17,7 +17,7 @@ DATASET ?= mnist
 DATASET_DIR = $(if $(filter mnist,$(DATASET)),,/$(DATASET))
 OPT_ARGS = $(if $(strip $(OPTIMIZERS)),--optimizers $(OPTIMIZERS))
 
-.PHONY: install test lint reproduce compare smoke sweep study tuned fair projected flatness full-size sweep-smoke report facts \
+.PHONY: install test lint reproduce compare smoke sweep study tuned fair projected flatness measures full-size sweep-smoke report facts \
         status notebooks benchmarks gpu-check \
         edge-of-stability clean-smoke
 
@@ -71,6 +71,9 @@ projected: install  # the projected-update experiment: every lam, both regimes, 
 
 flatness: install  # the flatness study's 90 train-only runs, each with its equal-loss stopping point (python -m minima flatness)
 	$(PY) -m minima flatness --results-dir $(STUDY)
+
+measures: install  # every committed minimum's generalization measures, one row each (resumable; hours on 2 cores)
+	$(PY) -m minima measures --results $(RESULTS)
 
 full-size: install  # the study at 60,000 images (Fashion-MNIST), seeds 0-2, every instrument on; hours on 2 cores
 	$(PY) -m minima run --dataset fashion-mnist --seeds 0 1 2 --results-dir $(STUDY)

@@ -86,6 +86,11 @@ REPRO_FINDINGS_SD_FRACTION = 0.1
 STOP_LOSS = 0.01
 FLATNESS_BATCH_SIZES = (32, 100, 500)
 FLATNESS_SEEDS = (0, 1)
+# The measures of minima/measures.py on every committed minimum (minima/measures_study.py, make measures)
+MEASURES_SEED = 0           # draws the fixed training subsets (the same for every model of a dataset) and the noise
+MEASURES_SUBSET = 1000      # samples for lambda1 and Hutchinson; the adaptive measures take 24 more (1,024)
+MEASURES_PROBES = 50        # Hutchinson probes for tr(H) and tr(Diag(H)^1/2)
+MEASURES_RHO = 0.01         # the adaptive radius: each weight moved by at most this fraction of its magnitude
 
 # ---------------------------------------------------------------- smoke mode (tests, `make smoke`)
 # Every path of a run, at the least work that still exercises it (the tests run many of these).

@@ -9,6 +9,7 @@
     python -m minima sweep launch | status | collect --name NAME ...
     python -m minima projected [--groups check early final refresh] [--results-dir runs]
     python -m minima flatness [--batch-sizes 32 100 500] [--seeds 0 1] [--results-dir runs]
+    python -m minima measures [--results results] [--out results/measures]
     python -m minima notebooks [--force]
     python -m minima reanalyse RUN_DIR [RUN_DIR ...] [--data-dir data]
 
@@ -53,6 +54,16 @@ def cmd_compare(args) -> int:
     from minima.compare import compare_studies, print_comparison
     diffs = compare_studies(args.first, args.second, args.optimizers, args.seeds)
     return 0 if print_comparison(diffs, args.first, args.second).startswith("reproduced") else 1
+
+
+def cmd_measures(args) -> int:
+    from pathlib import Path
+
+    from minima.measures_study import run
+    if not Path(args.results).is_dir():
+        raise runs.StudyError(f"no results folder {args.results}")
+    print(f"wrote {run(args.results, args.out or Path(args.results) / 'measures')}")
+    return 0
 
 
 def cmd_notebooks(args) -> int:
@@ -105,6 +116,10 @@ def parser() -> argparse.ArgumentParser:
     cmp.add_argument("--optimizers", nargs="+", metavar="NAME", help="only these optimizers' runs")
     cmp.add_argument("--seeds", nargs="+", type=seed_arg, help="only these seeds")
     cmp.set_defaults(func=cmd_compare)
+    mea = sub.add_parser("measures", help="every committed minimum's generalization measures, one row each")
+    mea.add_argument("--results", default=DEFAULT_RESULTS, help="the results folder to measure (default: results/)")
+    mea.add_argument("--out", help="where the rows go (default: <results>/measures)")
+    mea.set_defaults(func=cmd_measures)
     nbs = sub.add_parser("notebooks", help="stamp every registered optimizer's notebook from the template")
     nbs.add_argument("--force", action="store_true", help="overwrite notebooks that were edited by hand")
     nbs.set_defaults(func=cmd_notebooks)
