@@ -144,7 +144,7 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = parser().parse_args(argv)
-    torch.set_num_threads(runner.TORCH_THREADS)   # as the study's runs: one thread
+    torch.set_num_threads(params.TORCH_THREADS)   # as the study's runs: one thread
     per_epoch = steps_per_epoch("embedded", smoke=args.smoke, batch_size=BATCH)
     try:
         configs = sweep_configs(args, per_epoch)

@@ -95,7 +95,7 @@ def parser() -> argparse.ArgumentParser:
     run.add_argument("--quiet", action="store_true", help="do not echo the notebooks' output")
     run.add_argument("--results-dir", default=DEFAULT_RUNS, help="where the runs go (default: runs/)")
     run.add_argument("--jobs", type=int, help="runs at once (default: one per core, at most one per run)")
-    run.add_argument("--threads", type=int, help="torch threads per run (default: minima.runner.TORCH_THREADS = 1)")
+    run.add_argument("--threads", type=int, help="torch threads per run (default: params.TORCH_THREADS = 1)")
     run.set_defaults(func=cmd_run)
     status = sub.add_parser("status", help="list every run as done, running, incomplete, failed or diverged")
     status.add_argument("--results-dir", default=DEFAULT_RUNS)

@@ -19,8 +19,7 @@ MAX_SEED = 2 ** 32 - 1  # numpy's generators take seeds in [0, 2**32); torch's t
 
 def check_seed(seed) -> int:
     """A seed numpy and torch both accept, as an int; StudyError naming the valid range otherwise."""
-    if isinstance(seed, bool) or not isinstance(seed, int) and not (hasattr(seed, "__index__")
-                                                                   and not isinstance(seed, float)):
+    if isinstance(seed, bool) or not hasattr(seed, "__index__"):  # ints and numpy ints; not floats, not bools
         raise StudyError(f"seed must be an integer from 0 to {MAX_SEED}, got {seed!r}")
     if not 0 <= int(seed) <= MAX_SEED:
         raise StudyError(f"seed must be an integer from 0 to {MAX_SEED}, got {int(seed)}")

@@ -237,10 +237,13 @@ def _likely_cause(a_dir, b_dir) -> str:
 
 def _siblings(b_dir) -> list[Path]:
     """The second study's complete runs of this run's setting: every seed of it."""
+    def setting(run_dir):  # the config and data, less the seed
+        cfg, data = _config(run_dir)
+        return {k: v for k, v in cfg.items() if k != "seed"}, data
+
     b_dir = Path(b_dir)
-    (cfg, data) = _config(b_dir)
-    same = lambda d: _config(d) == ({**cfg, "seed": _config(d)[0]["seed"]}, data)  # noqa: E731
-    return [d for d in sorted(b_dir.parent.glob("seed*")) if runs.is_done(d) and same(d)]
+    mine = setting(b_dir)
+    return [d for d in sorted(b_dir.parent.glob("seed*")) if runs.is_done(d) and setting(d) == mine]
 
 
 def compare_findings(a_dir, b_dir, n_test) -> list[FindingDiff]:

@@ -51,7 +51,7 @@ def _subset(x, y, n, seed):
     return x[idx], y[idx]
 
 
-def _state(entry, config):
+def _state(entry):
     """The weights and the numbers of this stopping point: (state_dict, train/test loss and accuracy)."""
     run_dir = entry["run_dir"]
     if entry["stop"] == STOPPED:
@@ -74,7 +74,7 @@ def measure(entry, data_cache, rho=None, subset=None) -> dict:
                                      train_size=key[2], test_size=key[3], validation_size=key[4] or 0,
                                      verbose=False)
     data = data_cache[key]
-    state, at = _state(entry, config)
+    state, at = _state(entry)
     model = training.build_model(config["seed"], "cpu", config["model"]["activation"])
     model.load_state_dict(state)
     initial = training.build_model(config["seed"], "cpu", config["model"]["activation"])

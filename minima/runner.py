@@ -21,10 +21,6 @@ from minima.config import make_config, usable_cores
 from minima.data import resolve_data_source
 from minima.lock import RunLock
 
-# Each run gets params.TORCH_THREADS threads whatever the core count, so its numbers do not depend on the machine's
-# size; up to one run per TORCH_THREADS cores runs at once.
-TORCH_THREADS = params.TORCH_THREADS
-
 
 def execute_run(config, *, force=False, progress=True, log_output=False, threads=None) -> str:
     """Execute the optimizer's notebook for one config; returns done, skipped, diverged or ``failed: <why>``.
@@ -47,7 +43,7 @@ def execute_run(config, *, force=False, progress=True, log_output=False, threads
     try:
         (run_dir / runs.ERROR).unlink(missing_ok=True)
         # the validated config travels whole; the kernel's threads: asked for, else what the launcher set
-        threads = threads or int(os.environ.get("OMP_NUM_THREADS") or TORCH_THREADS)
+        threads = threads or int(os.environ.get("OMP_NUM_THREADS") or params.TORCH_THREADS)
         parameters = {"OPTIMIZER": config["optimizer"], "SEED": config["seed"], "CONFIG": config,
                       "FORCE": force, "PROGRESS": progress, "THREADS": threads}
         source = notebooks.optimizer_notebook(config["optimizer"], run_dir)
@@ -116,8 +112,10 @@ def run_configs(configs, *, jobs=None, threads=None, force=False, quiet=True) ->
         if value is not None and value < 1:
             raise runs.StudyError(f"{flag} must be a positive integer, got {value}")
     preflight(configs)  # everything is checked before anything starts
-    jobs = jobs or max(1, min(len(configs), usable_cores() // TORCH_THREADS))
-    os.environ["OMP_NUM_THREADS"] = str(threads or TORCH_THREADS)  # the kernels read it when they start
+    # each run gets params.TORCH_THREADS threads whatever the core count, so its numbers do not depend on the
+    # machine's size; up to one run per that many cores runs at once
+    jobs = jobs or max(1, min(len(configs), usable_cores() // params.TORCH_THREADS))
+    os.environ["OMP_NUM_THREADS"] = str(threads or params.TORCH_THREADS)  # the kernels read it when they start
     failures = 0
     if jobs == 1:
         for cfg in configs:

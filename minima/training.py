@@ -170,7 +170,7 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
             row.update(val_loss=va["loss"], val_accuracy=va["accuracy"])
         row.update(grad_norm_full=tr["grad_norm"], grad_norm_last_batch=last_batch_grad_norm,
                    step_time_s=step_time, train_time_s=train_time, epoch_time_s=time.perf_counter() - t0)
-        history.append(row)
+        history.append(schema.HISTORY.written(row))  # each row checked once, as it is made
         if stop_loss is not None and stop is None and row["train_loss"] < stop_loss:
             stop = {"row": dict(row), "model": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()}}
         for cb in every:
@@ -178,7 +178,7 @@ def train(model, config, data: Dataset, run_dir=None, callback=None, progress=Tr
                 cb.on_epoch(model, row)
         bar.set_postfix(loss=f"{tr['loss']:.4f}", test_acc=f"{te['accuracy']:.4f}")
         if run_dir:
-            runs.save_csv(Path(run_dir) / runs.HISTORY, schema.HISTORY.written(history))
+            runs.save_csv(Path(run_dir) / runs.HISTORY, history)
             runs.save_torch(checkpoint, {
                 "epoch": epoch, "model": model.state_dict(), "optimizer": optimizers.state_dict(optimizer),
                 "order_rng": order.get_state(), "torch_rng": torch.get_rng_state(), "history": history,

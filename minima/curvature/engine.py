@@ -103,15 +103,14 @@ def _engine(model, criterion, inputs, targets, batch_size, copies, float64=False
     if batch_size is not None and len(inputs) > batch_size:
         chunks = [(inputs[i:i + batch_size], targets[i:i + batch_size]) for i in range(0, len(inputs), batch_size)]
         budget = (GRAPH_MEMORY_MIB if graph_memory_mib is None else graph_memory_mib) * 2 ** 20
-        H = PyHessian(model, criterion, dataloader=chunks, cuda=cuda)  # computes nothing yet in this mode
+        H = PyHessian(model, criterion, dataloader=chunks, cuda=cuda)  # eval mode; computes nothing yet
         if budget > 0 and len(chunks) * _graph_bytes(model, criterion, *chunks[0]) <= budget:
             # each chunk's create-graph gradient by torch.autograd.grad, as PyHessian's single-batch mode makes
             # it but without writing .grad: a kept graph that .grad also held would tie the parameters to it
-            model.eval()
             kept = [(torch.autograd.grad(criterion(model(cx), cy), H.params, create_graph=True), float(len(cy)))
                     for cx, cy in chunks]
             chunks = None
-    if batch_size is None or len(inputs) <= batch_size:
+    else:
         H = PyHessian(model, criterion, data=(inputs, targets), cuda=cuda)
     sizes = [p.numel() for p in H.params]
 
