@@ -17,7 +17,7 @@ DATASET ?= mnist
 DATASET_DIR = $(if $(filter mnist,$(DATASET)),,/$(DATASET))
 OPT_ARGS = $(if $(strip $(OPTIMIZERS)),--optimizers $(OPTIMIZERS))
 
-.PHONY: install test lint reproduce compare smoke sweep study tuned fair projected flatness measures full-size sweep-smoke report facts \
+.PHONY: install test lint reproduce compare smoke sweep study tuned fair projected flatness measures measures-rho full-size sweep-smoke report facts \
         status notebooks benchmarks gpu-check \
         edge-of-stability clean-smoke
 
@@ -74,6 +74,9 @@ flatness: install  # the flatness study's 90 train-only runs, each with its equa
 
 measures: install  # every committed minimum's generalization measures, one row each (resumable; hours on 2 cores)
 	$(PY) -m minima measures --results $(RESULTS)
+
+measures-rho: install  # the check that chose the adaptive radii: several radii on the study's seed-0 models (minutes)
+	$(PY) -m minima measures --rho-check --results $(RESULTS)
 
 full-size: install  # the study at 60,000 images (Fashion-MNIST), seeds 0-2, every instrument on; hours on 2 cores
 	$(PY) -m minima run --dataset fashion-mnist --seeds 0 1 2 --results-dir $(STUDY)

@@ -90,7 +90,15 @@ FLATNESS_SEEDS = (0, 1)
 MEASURES_SEED = 0           # draws the fixed training subsets (the same for every model of a dataset) and the noise
 MEASURES_SUBSET = 1000      # samples for lambda1 and Hutchinson; the adaptive measures take 24 more (1,024)
 MEASURES_PROBES = 50        # Hutchinson probes for tr(H) and tr(Diag(H)^1/2)
-MEASURES_RHO = 0.01         # the adaptive radius: each weight moved by at most this fraction of its magnitude
+# The adaptive radii (each weight moved by this fraction of its magnitude), chosen by the check of
+# MEASURES_RHO_CHECK's radii (make measures-rho; report/tables/flatness_rho.md): the largest radius at which the
+# worst case still grows like rho^2 on every study model, and the smallest at which the average case's mean is
+# over 5 Monte Carlo standard errors on every one.
+MEASURES_RHO_WORST = 0.005
+MEASURES_RHO_AVERAGE = 0.05
+MEASURES_RHO_CHECK = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)
+MEASURES_AVERAGE_SAMPLES = 50   # Monte Carlo draws of the adaptive average case
+MEASURES_PAC_BAYES_SIGMA_MAX = 10.0  # the PAC-Bayes bisection's upper end (a flat minimum's sigma can exceed 1)
 
 # ---------------------------------------------------------------- smoke mode (tests, `make smoke`)
 # Every path of a run, at the least work that still exercises it (the tests run many of these).

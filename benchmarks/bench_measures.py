@@ -42,14 +42,17 @@ def main():
     x1, y1, x2, y2 = data.x_train[i1000], data.y_train[i1000], data.x_train[i1024], data.y_train[i1024]
     directions = [landscape.filter_normalized_direction(model, seed=s) for s in range(5)]
     cases = {
-        "lambda1 (certified, 1,000)": lambda: measures.lambda_max(model, F.cross_entropy, x1, y1),
+        "lambda1, float64 Lanczos (the plain path, 1,000)": lambda: measures.lambda_max(
+            model, F.cross_entropy, x1, y1, precision="float64"),
+        "lambda1, mixed precision, float64 certificate (1,000)": lambda: measures.lambda_max(
+            model, F.cross_entropy, x1, y1, precision="mixed"),
         "Hutchinson trace and diagonal (50 probes, 1,000)": lambda: measures.hutchinson(model, F.cross_entropy, x1,
                                                                                           y1, n_probes=50),
         "adaptive worst case (20 steps, 1,024)": lambda: measures.adaptive_worst_case(model, F.cross_entropy, x2, y2,
                                                                                       rho=0.01),
         "adaptive average case (20 draws, 1,024)": lambda: measures.adaptive_average_case(model, F.cross_entropy, x2,
                                                                                           y2, rho=0.01),
-        "PAC-Bayes flatness (20 draws x 30 bisections, 1,024)": lambda: measures.pac_bayes_flatness(
+        "PAC-Bayes flatness (20 draws x 14 log bisections, 1,024)": lambda: measures.pac_bayes_flatness(
             model, F.cross_entropy, x2, y2),
         "filter-normalised random directions (5, 1,024)": lambda: measures.random_direction_sharpness(
             model, F.cross_entropy, x2, y2, directions),
@@ -58,16 +61,19 @@ def main():
     }
     print(f"{cpu_model()} ({torch.backends.cpu.get_cpu_capability()}), {args.threads} thread(s), torch "
           f"{version('torch')}, python {platform.python_version()}; model {args.run}")
-    total = 0.0
+    total, medians = 0.0, {}
     for name, fn in cases.items():
         times = []
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             fn()
             times.append(time.perf_counter() - t0)
-        total += statistics.median(times)
+        medians[name] = statistics.median(times)
+        total += 0 if "plain path" in name else medians[name]
         print(f"  {name:<55} {statistics.median(times):6.2f} s (median of {args.repeats})", flush=True)
-    print(f"per model: {total:.1f} s against a budget of {BUDGET_S} s: {total / BUDGET_S:.2f} of it")
+    plain, fast = (v for k, v in medians.items() if k.startswith("lambda1"))
+    print(f"lambda1: mixed / float64 = {fast / plain:.2f}")
+    print(f"per model (mixed lambda1): {total:.1f} s against a budget of {BUDGET_S} s: {total / BUDGET_S:.2f} of it")
 
 
 if __name__ == "__main__":

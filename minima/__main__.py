@@ -59,11 +59,32 @@ def cmd_compare(args) -> int:
 def cmd_measures(args) -> int:
     from pathlib import Path
 
+    import torch
+
     from minima.measures_study import run
     if not Path(args.results).is_dir():
         raise runs.StudyError(f"no results folder {args.results}")
-    print(f"wrote {run(args.results, args.out or Path(args.results) / 'measures')}")
+    k, n = args.shard
+    torch.set_num_threads(args.threads)
+    out = Path(args.out or Path(args.results) / "measures")
+    if args.rho_check:
+        from minima import schema
+        from minima.measures_study import rho_sensitivity
+        print(f"wrote {rho_sensitivity(args.results, out / schema.RHO_CHECK_FILE)}")
+        return 0
+    print(f"wrote {run(args.results, out, shard=(k, n))}")
     return 0
+
+
+def shard_arg(text) -> tuple[int, int]:
+    """K/N with 0 <= K < N, for ``measures --shard``."""
+    try:
+        k, n = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected K/N such as 0/2, got {text!r}") from None
+    if not 0 <= k < n:
+        raise argparse.ArgumentTypeError(f"need 0 <= K < N, got {text!r}")
+    return k, n
 
 
 def cmd_notebooks(args) -> int:
@@ -119,6 +140,12 @@ def parser() -> argparse.ArgumentParser:
     mea = sub.add_parser("measures", help="every committed minimum's generalization measures, one row each")
     mea.add_argument("--results", default=DEFAULT_RESULTS, help="the results folder to measure (default: results/)")
     mea.add_argument("--out", help="where the rows go (default: <results>/measures)")
+    mea.add_argument("--shard", type=shard_arg, default=(0, 1), metavar="K/N",
+                     help="measure every N-th model from the K-th (0-based), to share a pass among N processes")
+    mea.add_argument("--rho-check", action="store_true",
+                     help="instead: the adaptive sharpness at params.MEASURES_RHO_CHECK's radii on the study's "
+                          "seed-0 runs (rho_sensitivity.csv), which chose params.MEASURES_RHO_WORST and _AVERAGE")
+    mea.add_argument("--threads", type=int, default=params.TORCH_THREADS, help="torch threads (default: %(default)s)")
     mea.set_defaults(func=cmd_measures)
     nbs = sub.add_parser("notebooks", help="stamp every registered optimizer's notebook from the template")
     nbs.add_argument("--force", action="store_true", help="overwrite notebooks that were edited by hand")

@@ -111,3 +111,20 @@ def test_adaptive_measures_survive_rescaling_and_lambda1_and_the_trace_do_not():
                lambda m: measures.pac_bayes_flatness(m, CE, x, y, threshold=1e-4)["sigma"]):
         assert fn(other) == pytest.approx(fn(model), rel=1e-9)
     assert 0 < measures.pac_bayes_flatness(model, CE, x, y, threshold=1e-4)["sigma"] < 0.5  # found by bisection
+
+
+def test_pac_bayes_returns_the_ends_of_its_range_when_the_threshold_is_outside_it():
+    model, crit, x, y, h, w = quadratic_at_minimum()
+    flat = measures.pac_bayes_flatness(model, crit, x, y, threshold=1e9, sigma_max=0.5)
+    sharp = measures.pac_bayes_flatness(model, crit, x, y, threshold=1e-30, sigma_min=1e-3)
+    assert flat["sigma"] == 0.5 and sharp["sigma"] == 1e-3 and sharp["flatness"] == pytest.approx(1e6)
+
+
+def test_the_worst_case_rounding_is_the_float32_increase_against_float64():
+    model, crit, x, y, h, w = quadratic_at_minimum()
+    small = Point(w.float())
+    h32 = h.float()
+    best, rounding = measures.adaptive_worst_case(small, lambda o, t: 0.5 * (h32 * (o - t) ** 2).sum(),
+                                                  torch.zeros(1), w.float(), 0.01, rounding=True)
+    expected = float(0.5 * (h * (0.01 * w.abs()) ** 2).sum())
+    assert rounding == pytest.approx(abs(best - expected), abs=1e-9) and 0 < rounding < 1e-3 * expected

@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from minima import measures_study, runs
+from minima import measures_study, runs, schema
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,6 +31,7 @@ def test_every_model_and_stopping_point_gets_one_row_and_a_rerun_computes_none(s
     assert sorted((e["key"], e["stop"]) for e in entries) == [("adam/seed0", "final"), ("sgd/seed0", "final"),
                                                               ("sgd/seed0", "stop")]
     table = pd.read_csv(measures_study.run(study, tmp_path, progress=False))
+    assert set(table.columns) == set(schema.MEASURES.fields)
     assert len(table) == 3 and table[["lambda1", "trace", "adaptive_worst", "pac_bayes_sigma"]].notna().all().all()
     stop = table[table.stop == "stop"].iloc[0]
     at = runs.load_json(study / "sgd" / "seed0" / runs.STOP)
@@ -39,3 +40,45 @@ def test_every_model_and_stopping_point_gets_one_row_and_a_rerun_computes_none(s
     assert final.lambda1 != stop.lambda1   # other weights, other curvature
     monkeypatch.setattr(measures_study, "measure", lambda *a, **k: pytest.fail("a complete row was recomputed"))
     assert len(pd.read_csv(measures_study.run(study, tmp_path, progress=False))) == 3
+
+
+def test_shards_split_the_population_once(study, tmp_path, monkeypatch):
+    from minima import schema
+
+    seen = []
+
+    def fake(entry, cache):   # the real rows are tested above; here only who measures what
+        seen.append((entry["key"], entry["stop"]))
+        return {**{f: 0.0 for f in schema.MEASURES.fields}, "run": entry["key"], "stop": entry["stop"]}
+
+    monkeypatch.setattr(measures_study, "measure", fake)
+    for k in (0, 1):
+        measures_study.run(study, tmp_path, progress=False, shard=(k, 2))
+    assert sorted(seen) == sorted((e["key"], e["stop"]) for e in measures_study.population(study))
+    assert len(pd.read_csv(tmp_path / schema.MEASURES_FILE)) == 3
+
+
+def test_the_population_puts_the_flatness_runs_stops_first():
+    keys = [{"key": k, "stop": s} for k, s in [("sgd/seed0", "final"), ("flatness/bs32/sgd-lr0.1/seed0", "final"),
+                                                ("flatness/bs32/sgd-lr0.1/seed0", "stop")]]
+    ordered = sorted(keys, key=measures_study._order)
+    assert [(e["key"].split("/")[0], e["stop"]) for e in ordered] == [("flatness", "stop"), ("flatness", "final"),
+                                                                     ("sgd", "final")]
+
+
+def test_the_rho_check_resolves_the_increase_above_float32_rounding(study, tmp_path):
+    from minima import schema
+
+    out = measures_study.rho_sensitivity(study, tmp_path / schema.RHO_CHECK_FILE, rhos=(0.001, 0.01),
+                                         run_keys=("sgd/seed0",), progress=False)
+    table = pd.read_csv(out)
+    assert list(table.columns) == list(schema.RHO_CHECK.fields) and len(table) == 2
+    assert table.pac_bayes_sigma.nunique() == 1   # one per model
+    assert (table.worst > 0).all() and table.worst.is_monotonic_increasing   # a larger box holds the smaller
+    assert (table.worst_rounding < 1e-3 * table.worst).all()
+
+
+def test_bad_shards_are_refused_in_one_line():
+    out = subprocess.run([sys.executable, "-m", "minima", "measures", "--shard", "2/2"], capture_output=True,
+                         text=True, cwd=ROOT)
+    assert out.returncode == 2 and "need 0 <= K < N" in out.stderr and "Traceback" not in out.stderr
