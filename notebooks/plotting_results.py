@@ -288,6 +288,34 @@ if full_size.has_study(RESULTS_DIR):
 else:
     print(f"note: no complete run in {full_size.study_dir(RESULTS_DIR)} (make full-size); skipped")
 
+# %% [markdown]
+# ## Does flatness predict generalization?
+#
+# Jiang et al. 2020's protocol on every measured minimum (`python -m minima measures` writes
+# `<RESULTS_DIR>/measures/`): each measure against the generalization gap (test − train error) on the flatness grid at
+# its 0.01 stopping point, colour = optimizer, marker = batch size; Kendall's τ of each measure with both gaps and
+# its 95 % bootstrap interval; and the check behind the adaptive radius ρ. Skipped, with a note, before the
+# measures exist.
+
+# %%
+from minima.report import flatness, flatness_figures
+
+if flatness.has_measures(RESULTS_DIR):
+    measured = flatness.load(RESULTS_DIR)
+    for name, draw in (("flatness_scatter", flatness_figures.plot_scatter_grid),
+                       ("flatness_tau", flatness_figures.plot_tau_bars)):
+        fig = draw(measured)
+        if fig is not None:
+            written += figures.save_figure(fig, name, REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+    check = flatness.rho_check(RESULTS_DIR)
+    if check is not None:
+        fig = flatness_figures.plot_rho_check(check)
+        written += figures.save_figure(fig, "flatness_rho", REPORT_DIR, FIG_FORMATS, DPI, close=CLOSE_FIGURES)
+    for name, (table, caption) in flatness.tables(RESULTS_DIR).items():
+        display(Markdown(tables.to_markdown(table, name.replace("_", " ").capitalize(), caption)))
+else:
+    print(f"note: no measured minima in {flatness.measures_path(RESULTS_DIR)} (python -m minima measures); skipped")
+
 # %%
 print(f"{len(written)} files written:")
 print("\n".join(map(str, written)))

@@ -24,7 +24,8 @@ OPTIONAL_FIGURES = ("preconditioned_sharpness", "subspace_overlap", "equal_loss"
                     "lr_sensitivity", "studies_side_by_side", "time_to_target", "projected",
                     *(f"full_size_{name}" for name in ("accuracy", "training_loss", "sharpness",
                                                         "preconditioned_sharpness", "spectral_ratio_gap", "equal_loss",
-                                                        "full_data_outliers")))
+                                                        "full_data_outliers")),
+                    "flatness_scatter", "flatness_tau", "flatness_rho")
 TUNED = "tuned"                 # <results>/tuned: the study at the sweep's selected learning rates
 SWEEP = "sweeps/tuning"         # <results>/sweeps/tuning: the learning-rate sweep behind it
 
@@ -65,6 +66,17 @@ def write_projected_tables(results_dir, tables_dir) -> list:
         return []
     written = []
     for stem, (table, caption) in projected.tables(projected.collect(results_dir)).items():
+        written += write_table(tables_dir, stem, stem.replace("_", " ").capitalize(), table, caption)
+    return written
+
+
+def write_flatness_tables(results_dir, tables_dir) -> list:
+    """The flatness study's tables (``flatness_<table>``) from ``<results>/measures/``; none before ``make
+    measures``."""
+    from minima.report import flatness
+
+    written = []
+    for stem, (table, caption) in flatness.tables(results_dir).items():
         written += write_table(tables_dir, stem, stem.replace("_", " ").capitalize(), table, caption)
     return written
 
@@ -114,6 +126,7 @@ def build(results_dir="results", report_dir="report", parameters=None, log_outpu
     tables += write_fair_tables(studies, report_dir / "tables")
     tables += write_projected_tables(results_dir, report_dir / "tables")
     tables += write_full_size_tables(results_dir, frames, report_dir / "tables")
+    tables += write_flatness_tables(results_dir, report_dir / "tables")
     executed = report_dir / ".executed" / "plotting_results.ipynb"
     executed.parent.mkdir(parents=True, exist_ok=True)
     knobs = {"RESULTS_DIR": str(results_dir), "REPORT_DIR": str(report_dir), "CLOSE_FIGURES": True,

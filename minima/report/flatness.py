@@ -1,0 +1,234 @@
+"""Does flatness predict generalization? The flatness study's scores, from ``<results>/measures/measures.csv``.
+
+Jiang et al. 2020's protocol on the measured minima (``minima.measures_study``):
+- Kendall's tau between each measure and the generalization gap (test error − train error, and test loss − train
+  loss) over a population of models, with a paired bootstrap interval over models (``statistics.kendall_tau``);
+- Psi, the granulated tau: for each hyperparameter axis the mean tau over the groups in which only that axis varies,
+  and their mean (``statistics.granulated_tau``), on the flatness grid (optimizer × learning-rate step × batch size ×
+  seed). The learning-rate axis is the step on each optimizer's grid (−1, 0, +1 around the sweep's selection), so
+  that "only the optimizer varies" compares each optimizer at its own comparable rate;
+- tau within each optimizer;
+- the fingerprints at equal loss: which optimizer has the lowest tr(H), tr(Diag(H)^1/2) and lambda1 at the 0.01
+  stopping point, paired with SGD on (batch size, learning-rate step, seed).
+Every measure is oriented as measured ("larger = sharper" for the curvature measures); a measure predicts the gap
+when tau > 0, except the margin, for which the field expects tau < 0.
+"""
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+import params
+from minima import optimizers, schema
+from minima.report import statistics
+
+MEASURES = {  # column -> label, in the order the tables list them
+    "lambda1": "λ1", "trace": "tr(H)", "sqrt_diag_trace": "tr(Diag(H)^½)",
+    "adaptive_worst": "adaptive worst-case", "adaptive_average": "adaptive average-case",
+    "pac_bayes_flatness": "PAC-Bayes 1/σ²", "random_direction": "random-direction sharpness",
+    "weight_norm": "‖w‖₂", "distance_from_init": "‖w − w₀‖₂", "margin": "output margin",
+}
+GAPS = {"gap_error": "test − train error", "gap_loss": "test − train loss"}
+AXES = ("optimizer", "lr_step", "batch_size", "seed")
+FINGERPRINTS = {"trace": "SGD", "sqrt_diag_trace": "Adam", "lambda1": "SAM"}  # whom theory says lowers each
+PREDICTED_BY = {"trace": "Li, Wen and Lyu 2025", "sqrt_diag_trace": "Li, Wen and Lyu 2025",
+                "lambda1": "Wen, Ma and Li 2023, for full-batch SAM"}
+LABELS = optimizers.labels()
+
+
+def measures_path(results_dir) -> Path:
+    return Path(results_dir) / "measures" / schema.MEASURES_FILE
+
+
+def has_measures(results_dir) -> bool:
+    return measures_path(results_dir).exists()
+
+
+def load(results_dir) -> pd.DataFrame:
+    """The measured rows, checked against ``schema.MEASURES``, with the learning-rate step of each flatness run."""
+    table = pd.read_csv(measures_path(results_dir))
+    schema.MEASURES.check(table.columns, where=str(measures_path(results_dir)))
+    table["population"] = np.where(table.run.str.startswith("flatness/"), "flatness", table.experiment)
+    flat = table.population == "flatness"
+    table["lr_step"] = np.nan
+    for _, rows in table[flat].groupby("optimizer"):
+        grid = sorted(rows.lr.unique())
+        middle = grid[len(grid) // 2]
+        table.loc[rows.index, "lr_step"] = [grid.index(v) - grid.index(middle) for v in rows.lr]
+    return table
+
+
+def populations(table) -> dict:
+    """name -> (rows, what they are): the flatness grid at its stop and final weights, every embedded model at its
+    final weights, and the full-size (another dataset) models. Final weights count only where their training CE is
+    at most ``params.STOP_LOSS``: Jiang et al. compare networks that fit their training set to the same loss, and a
+    run that collapsed to chance has no minimum to score."""
+    flat = table.population == "flatness"
+    embedded = table.dataset == "mnist"
+    final = (table.stop == "final") & (table.train_loss <= params.STOP_LOSS)
+    return {
+        "flatness, at 0.01": (table[flat & (table.stop == "stop")],
+                              "the flatness grid's runs at their first epoch end with training CE < 0.01"),
+        "flatness, final": (table[flat & final], "the same runs at their final weights"),
+        "every embedded model, final": (table[embedded & final],
+                                        "study, tuned, sweep, projected-update and flatness runs, final weights"),
+        "full size, final": (table[~embedded & final], "the Fashion-MNIST runs (another dataset)"),
+    }
+
+
+def _interval(entry, key="tau") -> str:
+    if not np.isfinite(entry[key]):
+        return "–"
+    if not (np.isfinite(entry["low"]) and np.isfinite(entry["high"])):
+        return f"{entry[key]:+.2f}"
+    return f"{entry[key]:+.2f} [{entry['low']:+.2f}, {entry['high']:+.2f}]"
+
+
+def tau_table(table, n_resamples=2000) -> tuple[pd.DataFrame, str]:
+    """tau of every measure with both gaps, for each population (columns), with 95 % bootstrap intervals."""
+    rows = []
+    pops = {name: rows_ for name, (rows_, _) in populations(table).items() if len(rows_) >= 3}
+    for column, label in MEASURES.items():
+        row = {"measure": label}
+        for name, rows_ in pops.items():
+            for gap in GAPS:
+                entry = statistics.kendall_tau(rows_[column], rows_[gap], n_resamples=n_resamples)
+                row[f"{name}: τ, {GAPS[gap]}"] = _interval(entry)
+        rows.append(row)
+    sizes = "; ".join(f"{name}: {len(rows_)} models" for name, rows_ in pops.items())
+    caption = (f"Kendall's τ between each measure and the generalization gap, with 95 % paired bootstrap intervals "
+               f"over models ({sizes}). τ > 0: the sharper (or larger) the measure, the larger the gap.")
+    return pd.DataFrame(rows), caption
+
+
+def psi_table(table, gap="gap_error", n_resamples=2000) -> tuple[pd.DataFrame, str]:
+    """Psi per axis and overall, on the flatness grid at its 0.01 stop."""
+    rows_, _ = populations(table)["flatness, at 0.01"]
+    out = []
+    for column, label in MEASURES.items():
+        psi = statistics.granulated_tau(rows_, column, gap, list(AXES), n_resamples=n_resamples)
+        out.append({"measure": label, **{f"Ψ {axis.replace('_', ' ')}": _interval(psi[axis], "psi")
+                                         for axis in AXES},
+                    "Ψ overall": _interval(psi["overall"], "psi")})
+    groups = statistics.granulated_tau(rows_, "weight_norm", gap, list(AXES), n_resamples=10)
+    counts = ", ".join(f"{axis.replace('_', ' ')} {groups[axis]['groups']}" for axis in AXES)
+    caption = (f"Jiang et al.'s granulated τ (Ψ) with the gap {GAPS[gap]}, on the flatness grid at its 0.01 stop "
+               f"({len(rows_)} models): for each axis the mean τ over the groups in which only it varies (groups: "
+               f"{counts}), and the mean over axes; 95 % bootstrap intervals over groups.")
+    return pd.DataFrame(out), caption
+
+
+def within_table(table, gap="gap_error", n_resamples=2000) -> tuple[pd.DataFrame, str]:
+    """tau within each optimizer, on the flatness grid at its 0.01 stop."""
+    rows_, _ = populations(table)["flatness, at 0.01"]
+    out = []
+    for column, label in MEASURES.items():
+        row = {"measure": label}
+        for opt, group in rows_.groupby("optimizer", sort=False):
+            row[LABELS.get(opt, opt)] = _interval(statistics.kendall_tau(group[column], group[gap],
+                                                                         n_resamples=n_resamples))
+        out.append(row)
+    sizes = ", ".join(f"{LABELS.get(o, o)} {len(g)}" for o, g in rows_.groupby("optimizer", sort=False))
+    caption = (f"τ with the gap {GAPS[gap]} within each optimizer (learning rate, batch size and seed vary), on the "
+               f"flatness grid at its 0.01 stop ({sizes} models); 95 % bootstrap intervals.")
+    return pd.DataFrame(out), caption
+
+
+def fingerprints(table) -> dict:
+    """{measure: {optimizer: {"mean", "low", "high", "ratio", "ratio_low", "ratio_high", "n"}}} at the 0.01 stop:
+    the geometric mean with its t interval, and the paired ratio to SGD on (batch size, lr step, seed)."""
+    rows_, _ = populations(table)["flatness, at 0.01"]
+    key = lambda r: (r.batch_size, r.lr_step, r.seed)  # noqa: E731
+    out = {}
+    for column in FINGERPRINTS:
+        base = {key(r): getattr(r, column) for r in rows_[rows_.optimizer == "sgd"].itertuples()}
+        out[column] = {}
+        for opt, group in rows_.groupby("optimizer", sort=False):
+            mean, low, high = statistics.mean_interval(group[column], log=True)
+            mine = {key(r): getattr(r, column) for r in group.itertuples()}
+            pair = statistics.paired(mine, base, log=True)
+            out[column][opt] = {"mean": mean, "low": low, "high": high, "ratio": pair["estimate"],
+                                "ratio_low": pair["low"], "ratio_high": pair["high"], "n": len(group),
+                                "pairs": pair["n"]}
+    return out
+
+
+def fingerprint_table(table) -> tuple[pd.DataFrame, str]:
+    found = fingerprints(table)
+    rows = []
+    for column, per in found.items():
+        lowest = min(per, key=lambda o: per[o]["mean"])
+        for opt, e in per.items():
+            rows.append({"quantity": MEASURES[column], "optimizer": LABELS.get(opt, opt), "models": e["n"],
+                         "geometric mean [95 % CI]": f"{e['mean']:.4g} [{e['low']:.4g}, {e['high']:.4g}]",
+                         "÷ SGD, paired [95 % CI]": "1" if opt == "sgd" else
+                         f"{e['ratio']:.3g} [{e['ratio_low']:.3g}, {e['ratio_high']:.3g}] ({e['pairs']} pairs)",
+                         "lowest": "yes" if opt == lowest else "",
+                         "theory's lowest": FINGERPRINTS[column] if opt == lowest else ""})
+    caption = ("The fingerprints at equal loss: at the 0.01 stop, each optimizer's geometric mean over its flatness "
+               "runs, and its ratio to SGD paired on (batch size, learning-rate step, seed), with t intervals. "
+               "Theory predicts the lowest: " + "; ".join(f"{MEASURES[c]} — {FINGERPRINTS[c]} ({PREDICTED_BY[c]})"
+                                                         for c in FINGERPRINTS) + ". Our SAM is mini-batch.")
+    return pd.DataFrame(rows), caption
+
+
+def unreached_table(results_dir) -> tuple[pd.DataFrame, str]:
+    """Every flatness run that never reached the stopping loss: listed, not dropped."""
+    from minima import runs
+
+    rows = []
+    root = Path(results_dir)
+    for stop in sorted((root / "flatness").glob(f"bs*/*/seed*/{schema.STOP_FILE}")):
+        at = runs.load_json(stop)
+        if at["reached"] or not runs.is_done(stop.parent):
+            continue
+        final = runs.load_json(stop.parent / schema.FINAL_FILE)
+        rows.append({"run": stop.parent.relative_to(root / "flatness").as_posix(),
+                     "final training loss": "–" if final["train_loss"] is None else f"{final['train_loss']:.3g}",
+                     "final test accuracy": "–" if final["test_accuracy"] is None else
+                     f"{final['test_accuracy']:.3f}"})
+    caption = ("Flatness runs that never reached training CE < 0.01 within the epoch budget: they have no equal-loss "
+               "row, and their final weights are measured like the others'.")
+    return pd.DataFrame(rows), caption
+
+
+def rho_check(results_dir):
+    """The radius check's rows (``measures --rho-check``), checked against its schema; None before it is run."""
+    path = Path(results_dir) / "measures" / schema.RHO_CHECK_FILE
+    if not path.exists():
+        return None
+    check = pd.read_csv(path)
+    schema.RHO_CHECK.check(check.columns, where=str(path))
+    return check
+
+
+def rho_table(check) -> tuple[pd.DataFrame, str]:
+    """The sensitivity check behind the adaptive radii, one row per radius (the study's seed-0 models)."""
+    rows = []
+    for rho, group in check.groupby("rho"):
+        order = group.sort_values("worst", ascending=False).optimizer.map(lambda o: LABELS.get(o, o))
+        rows.append({"ρ": f"{rho:g}",
+                     "worst case, range": f"{group.worst.min():.2g} – {group.worst.max():.2g}",
+                     "worst ÷ its float32 rounding, min": f"{(group.worst / group.worst_rounding).min():.2g}",
+                     "worst-case order": " > ".join(order),
+                     "average case ÷ its SE, min": f"{(group.average / group.average_se).min():.2g}"})
+    caption = ("The adaptive radius ρ: on each study optimizer's seed-0 model, the worst-case increase (range over "
+               "models), how far above float32 rounding it is resolved (its float64 recomputation's difference), "
+               "the optimizers' order, and the average case's mean over its Monte Carlo standard error.")
+    return pd.DataFrame(rows), caption
+
+
+def tables(results_dir) -> dict:
+    """stem -> (table, caption) for every flatness table; empty without measured rows."""
+    if not has_measures(results_dir):
+        return {}
+    table = load(results_dir)
+    out = {"flatness_tau": tau_table(table), "flatness_unreached": unreached_table(results_dir)}
+    if (populations(table)["flatness, at 0.01"][0].optimizer.nunique()) >= 2:
+        out.update(flatness_psi=psi_table(table), flatness_within=within_table(table),
+                   flatness_fingerprints=fingerprint_table(table))
+    check = rho_check(results_dir)
+    if check is not None:
+        out["flatness_rho"] = rho_table(check)
+    return out
