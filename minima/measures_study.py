@@ -132,18 +132,29 @@ def run(results_dir, out_dir, progress=True, shard=(0, 1)) -> Path:
     """Measure every model of the population not measured yet; then gather the rows into ``measures.csv``.
 
     ``shard=(k, n)`` takes every n-th model of the population from the k-th, so n processes share a pass (each
-    row is its own file; whichever finishes last gathers them all)."""
+    row is its own file; whichever finishes last gathers them all). A model that cannot be measured (its data
+    missing, say) is reported and skipped, so the others still get their rows; the pass then fails naming it."""
     import pandas as pd
     from tqdm import tqdm
 
     k, n = shard
     todo = [e for i, e in enumerate(population(results_dir)) if i % n == k and not _row_path(out_dir, e).exists()]
-    cache = {}
-    for entry in tqdm(todo, desc="measures", unit="model", disable=not progress):
-        runs.save_json(_row_path(out_dir, entry), measure(entry, cache))
+    cache, failed = {}, []
+    bar = tqdm(todo, desc="measures", unit="model", disable=not progress)
+    for entry in bar:
+        try:
+            row = measure(entry, cache)
+        except (runs.StudyError, RuntimeError, OSError) as e:
+            failed.append(f"{entry['key']} ({entry['stop']}): {e}")
+            bar.write(f"not measured: {failed[-1]}")
+            continue
+        runs.save_json(_row_path(out_dir, entry), row)
     rows = [runs.load_json(p) for p in sorted((Path(out_dir) / "rows").glob("*.json"))]
     table = Path(out_dir) / schema.MEASURES_FILE
     runs.save_csv(table, pd.DataFrame(rows).to_dict("records"))
+    if failed:
+        raise runs.StudyError(f"{len(failed)} model(s) not measured (the others' rows are in {table}): "
+                              + "; ".join(failed))
     return table
 
 

@@ -82,3 +82,15 @@ def test_bad_shards_are_refused_in_one_line():
     out = subprocess.run([sys.executable, "-m", "minima", "measures", "--shard", "2/2"], capture_output=True,
                          text=True, cwd=ROOT)
     assert out.returncode == 2 and "need 0 <= K < N" in out.stderr and "Traceback" not in out.stderr
+
+
+def test_a_model_that_cannot_be_measured_is_named_and_the_others_still_get_rows(study, tmp_path, monkeypatch):
+    def flaky(entry, cache):
+        if entry["key"] == "adam/seed0":
+            raise runs.StudyError("its data is missing")
+        return {**{f: 0.0 for f in schema.MEASURES.fields}, "run": entry["key"], "stop": entry["stop"]}
+
+    monkeypatch.setattr(measures_study, "measure", flaky)
+    with pytest.raises(runs.StudyError, match=r"1 model\(s\) not measured.*adam/seed0 \(final\): its data is missing"):
+        measures_study.run(study, tmp_path, progress=False)
+    assert len(list((tmp_path / "rows").glob("*.json"))) == 2
