@@ -52,7 +52,7 @@ def main():
                                                                                       rho=0.01),
         "adaptive average case (20 draws, 1,024)": lambda: measures.adaptive_average_case(model, F.cross_entropy, x2,
                                                                                           y2, rho=0.01),
-        "PAC-Bayes flatness (20 draws x 14 log bisections, 1,024)": lambda: measures.pac_bayes_flatness(
+        "PAC-Bayes flatness (20 draws x 10 log bisections, 1,024)": lambda: measures.pac_bayes_flatness(
             model, F.cross_entropy, x2, y2),
         "filter-normalised random directions (5, 1,024)": lambda: measures.random_direction_sharpness(
             model, F.cross_entropy, x2, y2, directions),

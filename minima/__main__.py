@@ -73,6 +73,9 @@ def cmd_measures(args) -> int:
         print(f"wrote {rho_sensitivity(args.results, out / schema.RHO_CHECK_FILE)}")
         return 0
     print(f"wrote {run(args.results, out, shard=(k, n))}")
+    if out.resolve() == (Path(args.results) / "measures").resolve():
+        from minima.report.flatness import write_scores
+        print(f"wrote {write_scores(args.results)}")
     return 0
 
 

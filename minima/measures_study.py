@@ -24,11 +24,18 @@ from minima.data import load_mnist
 FINAL, STOPPED = "final", "stop"
 
 
+LATER = ("tuned/", "fashion-mnist/", "sweeps/", "projected/")   # after the study's runs, in this order
+
+
 def _order(entry) -> tuple:
-    """The flatness population first (its equal-loss stops, then its final weights), then every other run: a
-    pass stopped part way has measured the models the protocol's scores need most."""
-    flat = entry["key"].startswith("flatness/")
-    return (not flat, flat and entry["stop"] != STOPPED, entry["key"])
+    """The flatness population first (its equal-loss stops, then its final weights), then the study's runs, then
+    the tuned, full-size, sweep and projected-update runs: a pass stopped part way has measured the models the
+    protocol's scores need most."""
+    key = entry["key"]
+    if key.startswith("flatness/"):
+        return (0, entry["stop"] != STOPPED, key)
+    later = [i for i, prefix in enumerate(LATER) if key.startswith(prefix)]
+    return (2 + later[0] if later else 1, False, key)
 
 
 def population(results_dir) -> list[dict]:

@@ -137,13 +137,15 @@ STOP = Schema(STOP_FILE, ("threshold", "reached", "epoch", "step", "train_loss",
 SCHEMAS = (CONFIG, FINAL, CURVATURE, HISTORY, SPECTRUM, SHARPNESS, TRACKING, EQUAL_LOSS, STOP)
 
 # The flatness study's files, in <results>/measures/ (minima/measures_study.py): one row per model and stopping
-# point (each also saved alone under rows/), and the sensitivity check that chose the adaptive radius.
-MEASURES_FILE, RHO_CHECK_FILE = "measures.csv", "rho_sensitivity.csv"
+# point (each also saved alone under rows/), the scores drawn from them (minima/report/flatness.py), and the
+# sensitivity check that chose the adaptive radii.
+MEASURES_FILE, RHO_CHECK_FILE, SCORES_FILE = "measures.csv", "rho_sensitivity.csv", "scores.csv"
 MEASURES = Schema(MEASURES_FILE, (
     "run", "stop", "dataset", "optimizer", "lr", "batch_size", "seed", "experiment", "epoch", "train_loss",
     "test_loss", "train_accuracy", "test_accuracy", "gap_error", "gap_loss", "lambda1", "trace", "trace_se",
     "sqrt_diag_trace", "sqrt_diag_trace_se", "adaptive_worst", "adaptive_average", "adaptive_average_se",
     "pac_bayes_sigma", "pac_bayes_flatness", "random_direction", "weight_norm", "distance_from_init", "margin",
     "rho_worst", "rho_average", "code_commit"))
+SCORES = Schema(SCORES_FILE, ("statistic", "population", "gap", "measure", "group", "value", "low", "high", "n"))
 RHO_CHECK = Schema(RHO_CHECK_FILE, ("run", "optimizer", "pac_bayes_sigma", "rho", "worst", "worst_rounding",
                                     "average", "average_se", "code_commit"))

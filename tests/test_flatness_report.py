@@ -46,10 +46,11 @@ def test_a_measure_that_orders_the_gap_has_tau_and_psi_one_and_the_margin_minus_
     assert sorted(table.lr_step.dropna().unique()) == [-1, 0, 1]
     stop, _ = flatness.populations(table)["flatness, at 0.01"]
     assert len(stop) == 24
-    tau, _ = flatness.tau_table(table, n_resamples=50)
+    found = flatness.scores(table, n_resamples=50)
+    tau, _ = flatness.tau_table(found)
     by = tau.set_index("measure")
     assert by.loc["λ1"].iloc[0].startswith("+1.00") and by.loc["output margin"].iloc[0].startswith("-1.00")
-    psi, caption = flatness.psi_table(table, n_resamples=50)
+    psi, caption = flatness.psi_table(found)
     row = psi.set_index("measure").loc["λ1"]
     assert all(v.startswith("+1.00") for v in row)
     assert "optimizer 12" in caption and "lr step 8" in caption and "batch size 12" in caption
@@ -71,6 +72,16 @@ def test_final_populations_keep_only_models_at_the_stopping_loss(results):
     rows.to_csv(flatness.measures_path(results), index=False)
     final, _ = flatness.populations(flatness.load(results))["flatness, final"]
     assert set(final.optimizer) == {"sgd"} and len(final) == 12
+
+
+def test_the_scores_file_round_trips_and_feeds_every_table(results):
+    path = flatness.write_scores(results, n_resamples=20)
+    found = pd.read_csv(path)
+    assert list(found.columns) == list(schema.SCORES.fields)
+    within = found[(found.statistic == "tau_within") & (found.measure == "lambda1") & (found.gap == "gap_error")]
+    assert sorted(within.group) == ["adam", "sgd"] and np.allclose(within.value, 1.0) and (within.n == 12).all()
+    made = flatness.tables(results)
+    assert {"flatness_tau", "flatness_psi", "flatness_within", "flatness_fingerprints"} <= set(made)
 
 
 def test_unreached_runs_are_listed(results):

@@ -59,11 +59,14 @@ def test_shards_split_the_population_once(study, tmp_path, monkeypatch):
 
 
 def test_the_population_puts_the_flatness_runs_stops_first():
-    keys = [{"key": k, "stop": s} for k, s in [("sgd/seed0", "final"), ("flatness/bs32/sgd-lr0.1/seed0", "final"),
-                                                ("flatness/bs32/sgd-lr0.1/seed0", "stop")]]
+    keys = [{"key": k, "stop": s} for k, s in [
+        ("projected/early/x/seed0", "final"), ("sweeps/tuning/sgd-lr0.1/seed0", "final"), ("tuned/sgd/seed0", "final"),
+        ("sgd/seed0", "final"), ("flatness/bs32/sgd-lr0.1/seed0", "final"), ("flatness/bs32/sgd-lr0.1/seed0", "stop"),
+        ("adam/seed0", "final")]]
     ordered = sorted(keys, key=measures_study._order)
-    assert [(e["key"].split("/")[0], e["stop"]) for e in ordered] == [("flatness", "stop"), ("flatness", "final"),
-                                                                     ("sgd", "final")]
+    assert [(e["key"].split("/")[0], e["stop"]) for e in ordered] == [
+        ("flatness", "stop"), ("flatness", "final"), ("adam", "final"), ("sgd", "final"), ("tuned", "final"),
+        ("sweeps", "final"), ("projected", "final")]
 
 
 def test_the_rho_check_resolves_the_increase_above_float32_rounding(study, tmp_path):

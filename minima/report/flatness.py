@@ -29,6 +29,7 @@ MEASURES = {  # column -> label, in the order the tables list them
     "pac_bayes_flatness": "PAC-Bayes 1/σ²", "random_direction": "random-direction sharpness",
     "weight_norm": "‖w‖₂", "distance_from_init": "‖w − w₀‖₂", "margin": "output margin",
 }
+STOP_POPULATION = "flatness, at 0.01"
 GAPS = {"gap_error": "test − train error", "gap_loss": "test − train loss"}
 AXES = ("optimizer", "lr_step", "batch_size", "seed")
 FINGERPRINTS = {"trace": "SGD", "sqrt_diag_trace": "Adam", "lambda1": "SAM"}  # whom theory says lowers each
@@ -68,7 +69,7 @@ def populations(table) -> dict:
     embedded = table.dataset == "mnist"
     final = (table.stop == "final") & (table.train_loss <= params.STOP_LOSS)
     return {
-        "flatness, at 0.01": (table[flat & (table.stop == "stop")],
+        STOP_POPULATION: (table[flat & (table.stop == "stop")],
                               "the flatness grid's runs at their first epoch end with training CE < 0.01"),
         "flatness, final": (table[flat & final], "the same runs at their final weights"),
         "every embedded model, final": (table[embedded & final],
@@ -77,59 +78,106 @@ def populations(table) -> dict:
     }
 
 
-def _interval(entry, key="tau") -> str:
-    if not np.isfinite(entry[key]):
-        return "–"
-    if not (np.isfinite(entry["low"]) and np.isfinite(entry["high"])):
-        return f"{entry[key]:+.2f}"
-    return f"{entry[key]:+.2f} [{entry['low']:+.2f}, {entry['high']:+.2f}]"
-
-
-def tau_table(table, n_resamples=2000) -> tuple[pd.DataFrame, str]:
-    """tau of every measure with both gaps, for each population (columns), with 95 % bootstrap intervals."""
+def scores(table, n_resamples=2000) -> pd.DataFrame:
+    """Every score, one row each (``schema.SCORES``): tau of each measure with each gap in each population; Psi per
+    axis and overall on the flatness grid at its stop; tau within each optimizer there. ``make measures`` saves it
+    as ``<results>/measures/scores.csv``; the report's tables are drawn from it."""
     rows = []
-    pops = {name: rows_ for name, (rows_, _) in populations(table).items() if len(rows_) >= 3}
+
+    def add(statistic, population, gap, measure, group, entry, key, n):
+        rows.append({"statistic": statistic, "population": population, "gap": gap, "measure": measure,
+                     "group": group, "value": entry[key], "low": entry["low"], "high": entry["high"], "n": n})
+
+    pops = populations(table)
+    stop, _ = pops[STOP_POPULATION]
+    for column in MEASURES:
+        for gap in GAPS:
+            for name, (members, _) in pops.items():
+                if len(members) >= 3:
+                    add("tau", name, gap, column, "all", statistics.kendall_tau(
+                        members[column], members[gap], n_resamples=n_resamples), "tau", len(members))
+            if stop.optimizer.nunique() < 2:
+                continue
+            psi = statistics.granulated_tau(stop, column, gap, list(AXES), n_resamples=n_resamples)
+            for axis in (*AXES, "overall"):
+                add("psi", STOP_POPULATION, gap, column, axis, psi[axis], "psi",
+                    psi[axis].get("groups", psi[axis].get("axes")))
+            for opt, group in stop.groupby("optimizer", sort=False):
+                add("tau_within", STOP_POPULATION, gap, column, opt, statistics.kendall_tau(
+                    group[column], group[gap], n_resamples=n_resamples), "tau", len(group))
+    return pd.DataFrame(schema.SCORES.written(rows), columns=list(schema.SCORES.fields))
+
+
+def write_scores(results_dir, n_resamples=2000) -> Path:
+    """``<results>/measures/scores.csv`` from the measured rows."""
+    from minima import runs
+
+    path = Path(results_dir) / "measures" / schema.SCORES_FILE
+    runs.save_csv(path, scores(load(results_dir), n_resamples).to_dict("records"))
+    return path
+
+
+def _interval(value, low, high) -> str:
+    if not np.isfinite(value):
+        return "–"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{value:+.2f}"
+    return f"{value:+.2f} [{low:+.2f}, {high:+.2f}]"
+
+
+def _pick(found, statistic, **where) -> pd.DataFrame:
+    keep = found.statistic == statistic
+    for k, v in where.items():
+        keep &= found[k] == v
+    return found[keep]
+
+
+def tau_table(found) -> tuple[pd.DataFrame, str]:
+    """tau of every measure with both gaps, for each population (columns), with 95 % bootstrap intervals."""
+    taus = _pick(found, "tau")
+    pops = list(dict.fromkeys(taus.population))
+    rows = []
     for column, label in MEASURES.items():
         row = {"measure": label}
-        for name, rows_ in pops.items():
+        for name in pops:
             for gap in GAPS:
-                entry = statistics.kendall_tau(rows_[column], rows_[gap], n_resamples=n_resamples)
-                row[f"{name}: τ, {GAPS[gap]}"] = _interval(entry)
+                e = _pick(taus, "tau", population=name, gap=gap, measure=column).iloc[0]
+                row[f"{name}: τ, {GAPS[gap]}"] = _interval(e.value, e.low, e.high)
         rows.append(row)
-    sizes = "; ".join(f"{name}: {len(rows_)} models" for name, rows_ in pops.items())
+    sizes = "; ".join(f"{name}: {int(taus[taus.population == name].n.iloc[0])} models" for name in pops)
     caption = (f"Kendall's τ between each measure and the generalization gap, with 95 % paired bootstrap intervals "
-               f"over models ({sizes}). τ > 0: the sharper (or larger) the measure, the larger the gap.")
+               f"over models ({sizes}; final weights only where the training CE is at most {params.STOP_LOSS:g}). "
+               f"τ > 0: the sharper (or larger) the measure, the larger the gap.")
     return pd.DataFrame(rows), caption
 
 
-def psi_table(table, gap="gap_error", n_resamples=2000) -> tuple[pd.DataFrame, str]:
+def psi_table(found, gap="gap_error") -> tuple[pd.DataFrame, str]:
     """Psi per axis and overall, on the flatness grid at its 0.01 stop."""
-    rows_, _ = populations(table)["flatness, at 0.01"]
+    psi = _pick(found, "psi", gap=gap)
     out = []
     for column, label in MEASURES.items():
-        psi = statistics.granulated_tau(rows_, column, gap, list(AXES), n_resamples=n_resamples)
-        out.append({"measure": label, **{f"Ψ {axis.replace('_', ' ')}": _interval(psi[axis], "psi")
-                                         for axis in AXES},
-                    "Ψ overall": _interval(psi["overall"], "psi")})
-    groups = statistics.granulated_tau(rows_, "weight_norm", gap, list(AXES), n_resamples=10)
-    counts = ", ".join(f"{axis.replace('_', ' ')} {groups[axis]['groups']}" for axis in AXES)
+        mine = psi[psi.measure == column].set_index("group")
+        out.append({"measure": label, **{f"Ψ {axis.replace('_', ' ')}": _interval(*mine.loc[axis, ["value", "low",
+                                                                                                  "high"]])
+                                         for axis in (*AXES, "overall")}})
+    counts = ", ".join(f"{axis.replace('_', ' ')} {int(psi[psi.group == axis].n.iloc[0])}" for axis in AXES)
+    size = int(_pick(found, "tau", population=STOP_POPULATION).n.iloc[0])
     caption = (f"Jiang et al.'s granulated τ (Ψ) with the gap {GAPS[gap]}, on the flatness grid at its 0.01 stop "
-               f"({len(rows_)} models): for each axis the mean τ over the groups in which only it varies (groups: "
+               f"({size} models): for each axis the mean τ over the groups in which only it varies (groups: "
                f"{counts}), and the mean over axes; 95 % bootstrap intervals over groups.")
     return pd.DataFrame(out), caption
 
 
-def within_table(table, gap="gap_error", n_resamples=2000) -> tuple[pd.DataFrame, str]:
+def within_table(found, gap="gap_error") -> tuple[pd.DataFrame, str]:
     """tau within each optimizer, on the flatness grid at its 0.01 stop."""
-    rows_, _ = populations(table)["flatness, at 0.01"]
+    within = _pick(found, "tau_within", gap=gap)
+    opts = list(dict.fromkeys(within.group))
     out = []
     for column, label in MEASURES.items():
-        row = {"measure": label}
-        for opt, group in rows_.groupby("optimizer", sort=False):
-            row[LABELS.get(opt, opt)] = _interval(statistics.kendall_tau(group[column], group[gap],
-                                                                         n_resamples=n_resamples))
-        out.append(row)
-    sizes = ", ".join(f"{LABELS.get(o, o)} {len(g)}" for o, g in rows_.groupby("optimizer", sort=False))
+        mine = within[within.measure == column].set_index("group")
+        out.append({"measure": label, **{LABELS.get(o, o): _interval(*mine.loc[o, ["value", "low", "high"]])
+                                         for o in opts}})
+    sizes = ", ".join(f"{LABELS.get(o, o)} {int(within[within.group == o].n.iloc[0])}" for o in opts)
     caption = (f"τ with the gap {GAPS[gap]} within each optimizer (learning rate, batch size and seed vary), on the "
                f"flatness grid at its 0.01 stop ({sizes} models); 95 % bootstrap intervals.")
     return pd.DataFrame(out), caption
@@ -138,7 +186,7 @@ def within_table(table, gap="gap_error", n_resamples=2000) -> tuple[pd.DataFrame
 def fingerprints(table) -> dict:
     """{measure: {optimizer: {"mean", "low", "high", "ratio", "ratio_low", "ratio_high", "n"}}} at the 0.01 stop:
     the geometric mean with its t interval, and the paired ratio to SGD on (batch size, lr step, seed)."""
-    rows_, _ = populations(table)["flatness, at 0.01"]
+    rows_, _ = populations(table)[STOP_POPULATION]
     key = lambda r: (r.batch_size, r.lr_step, r.seed)  # noqa: E731
     out = {}
     for column in FINGERPRINTS:
@@ -224,9 +272,11 @@ def tables(results_dir) -> dict:
     if not has_measures(results_dir):
         return {}
     table = load(results_dir)
-    out = {"flatness_tau": tau_table(table), "flatness_unreached": unreached_table(results_dir)}
-    if (populations(table)["flatness, at 0.01"][0].optimizer.nunique()) >= 2:
-        out.update(flatness_psi=psi_table(table), flatness_within=within_table(table),
+    path = Path(results_dir) / "measures" / schema.SCORES_FILE
+    found = pd.read_csv(path) if path.exists() else scores(table)
+    out = {"flatness_tau": tau_table(found), "flatness_unreached": unreached_table(results_dir)}
+    if (found.statistic == "psi").any():
+        out.update(flatness_psi=psi_table(found), flatness_within=within_table(found),
                    flatness_fingerprints=fingerprint_table(table))
     check = rho_check(results_dir)
     if check is not None:
