@@ -112,3 +112,14 @@ def test_figures_draw_from_the_grid(results):
     assert flatness_figures.plot_scatter_grid(table) is not None
     assert flatness_figures.plot_tau_bars(table, n_resamples=20) is not None
     assert not math.isnan(flatness.fingerprints(table)["lambda1"]["adam"]["mean"])
+
+
+def test_facts_print_the_quoted_scores(results, capsys):
+    from minima.report import facts
+
+    flatness.write_scores(results, n_resamples=20)
+    facts.flatness(results)
+    out = capsys.readouterr().out
+    assert "tau flatness, at 0.01 gap_error lambda1 all: +1.00" in out
+    assert "psi flatness, at 0.01 gap_error margin overall: -1.00" in out
+    assert "fingerprint trace: sgd" in out

@@ -215,6 +215,34 @@ def full_size(results_dir, embedded):
     _print_rows("full size vs embedded", fs.comparison(embedded, frames))
 
 
+def flatness(results_dir):
+    """The flatness study's quoted numbers (``<results>/measures``): population sizes, tau and Psi per measure, the
+    runs that never reached the stopping loss, and the fingerprints at equal loss."""
+    import pandas as pd
+
+    from minima import schema
+    from minima.report import flatness as fl
+
+    if not fl.has_measures(results_dir):
+        print(f"flatness: no measured minima in {fl.measures_path(results_dir)}")
+        return
+    table = fl.load(results_dir)
+    path = fl.measures_path(results_dir).parent / schema.SCORES_FILE
+    found = pd.read_csv(path) if path.exists() else fl.scores(table)
+    print(f"\nflatness: {len(table)} measured rows; " + ", ".join(
+        f"{name} {len(rows)}" for name, (rows, _) in fl.populations(table).items()))
+    unreached, _ = fl.unreached_table(results_dir)
+    print(f"flatness runs that never reached the stopping loss: {len(unreached)} ({', '.join(unreached.run)})")
+    for r in found.itertuples():
+        print(f"{r.statistic} {r.population} {r.gap} {r.measure} {r.group}: {r.value:+.2f} "
+              f"[{r.low:+.2f}, {r.high:+.2f}] n={r.n}")
+    if (found.statistic == "psi").any():
+        for column, per in fl.fingerprints(table).items():
+            print(f"fingerprint {column}: " + ", ".join(
+                f"{o} {e['mean']:.3g} [{e['low']:.3g}, {e['high']:.3g}] / SGD {e['ratio']:.3g} "
+                f"[{e['ratio_low']:.3g}, {e['ratio_high']:.3g}]" for o, e in per.items()))
+
+
 def print_facts(results_dir="results", tuned_dir=None, sweep_dir=None) -> None:
     """Print every quoted number, recomputed from the study in ``results_dir`` (and its tuned study and sweep)."""
     from pathlib import Path
@@ -235,3 +263,4 @@ def print_facts(results_dir="results", tuned_dir=None, sweep_dir=None) -> None:
     sweep_selection(sweep_dir)
     projected_update(results_dir)
     full_size(results_dir, frames)
+    flatness(results_dir)
