@@ -236,9 +236,9 @@ def unreached_table(results_dir) -> tuple[pd.DataFrame, str]:
                      "final training loss": "–" if final["train_loss"] is None else f"{final['train_loss']:.3g}",
                      "final test accuracy": "–" if final["test_accuracy"] is None else
                      f"{final['test_accuracy']:.3f}"})
-    caption = (f"Flatness runs that never reached training CE < {params.STOP_LOSS:g} within the epoch budget: they have "
-               f"no equal-loss row, and their final weights are measured but scored only where their training CE is "
-               f"at most {params.STOP_LOSS:g}.")
+    caption = (f"Flatness runs that never reached training CE < {params.STOP_LOSS:g} within the epoch budget: they "
+               f"have no equal-loss row, and their final weights are measured but scored only where their training "
+               f"CE is at most {params.STOP_LOSS:g}.")
     return pd.DataFrame(rows, columns=["run", "final training loss", "final test accuracy"]), caption
 
 
