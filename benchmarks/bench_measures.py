@@ -4,7 +4,8 @@ Run from the repository root:  python benchmarks/bench_measures.py [--run result
 
 Loads a committed embedded run's final weights and times each measure on fixed training subsets of the sizes the
 flatness study uses (1,000 samples for the certified lambda1 and the Hutchinson estimates, 1,024 for the adaptive
-sharpness), median of --repeats. Prints the total per model against the study's budget (about 60 s of CPU a
+sharpness) and its settings in params.py, median of --repeats. lambda1's plain float64 path is timed beside the
+mixed-precision one the pass uses. Prints the total per model against the study's budget (about 60 s of CPU a
 model: the whole population within 3 hours on 2 cores).
 """
 
@@ -18,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 import minima  # noqa: F401 - puts the repository root on sys.path
+import params
 from minima import landscape, measures, runs, training
 from minima.config import cpu_model
 from minima.data import load_mnist
@@ -48,12 +50,13 @@ def main():
             model, F.cross_entropy, x1, y1, precision="mixed"),
         "Hutchinson trace and diagonal (50 probes, 1,000)": lambda: measures.hutchinson(model, F.cross_entropy, x1,
                                                                                           y1, n_probes=50),
-        "adaptive worst case (20 steps, 1,024)": lambda: measures.adaptive_worst_case(model, F.cross_entropy, x2, y2,
-                                                                                      rho=0.01),
-        "adaptive average case (20 draws, 1,024)": lambda: measures.adaptive_average_case(model, F.cross_entropy, x2,
-                                                                                          y2, rho=0.01),
+        "adaptive worst case (20 steps, 1,024)": lambda: measures.adaptive_worst_case(
+            model, F.cross_entropy, x2, y2, rho=params.MEASURES_RHO_WORST),
+        f"adaptive average case ({params.MEASURES_AVERAGE_SAMPLES} draws, 1,024)": lambda: (
+            measures.adaptive_average_case(model, F.cross_entropy, x2, y2, rho=params.MEASURES_RHO_AVERAGE,
+                                           n_samples=params.MEASURES_AVERAGE_SAMPLES)),
         "PAC-Bayes flatness (20 draws x 10 log bisections, 1,024)": lambda: measures.pac_bayes_flatness(
-            model, F.cross_entropy, x2, y2),
+            model, F.cross_entropy, x2, y2, sigma_max=params.MEASURES_PAC_BAYES_SIGMA_MAX),
         "filter-normalised random directions (5, 1,024)": lambda: measures.random_direction_sharpness(
             model, F.cross_entropy, x2, y2, directions),
         "norms and margin (training set)": lambda: (measures.weight_norm(model),
