@@ -72,7 +72,11 @@ def cmd_measures(args) -> int:
         from minima.measures_study import rho_sensitivity
         print(f"wrote {rho_sensitivity(args.results, out / schema.RHO_CHECK_FILE)}")
         return 0
-    print(f"wrote {run(args.results, out, shard=(k, n))}")
+    if args.gather:
+        from minima.measures_study import gather
+        print(f"wrote {gather(out)}")
+    else:
+        print(f"wrote {run(args.results, out, shard=(k, n))}")
     if out.resolve() == (Path(args.results) / "measures").resolve():
         from minima.report.flatness import write_scores
         print(f"wrote {write_scores(args.results)}")
@@ -145,6 +149,8 @@ def parser() -> argparse.ArgumentParser:
     mea.add_argument("--out", help="where the rows go (default: <results>/measures)")
     mea.add_argument("--shard", type=shard_arg, default=(0, 1), metavar="K/N",
                      help="measure every N-th model from the K-th (0-based), to share a pass among N processes")
+    mea.add_argument("--gather", action="store_true",
+                     help="measure nothing: gather the rows measured so far into measures.csv and score them")
     mea.add_argument("--rho-check", action="store_true",
                      help="instead: the adaptive sharpness at params.MEASURES_RHO_CHECK's radii on the study's "
                           "seed-0 runs (rho_sensitivity.csv), which chose params.MEASURES_RHO_WORST and _AVERAGE")

@@ -135,13 +135,23 @@ def measure(entry, data_cache, subset=None) -> dict:
                                     for k, v in row.items()})
 
 
+def gather(out_dir) -> Path:
+    """``<out>/measures.csv`` from every row measured so far (each checked against ``schema.MEASURES``)."""
+    paths = sorted((Path(out_dir) / "rows").glob("*.json"))
+    if not paths:
+        raise runs.StudyError(f"no measured rows in {Path(out_dir) / 'rows'}; run python -m minima measures first")
+    rows = [schema.MEASURES.written(runs.load_json(p)) for p in paths]
+    table = Path(out_dir) / schema.MEASURES_FILE
+    runs.save_csv(table, rows)
+    return table
+
+
 def run(results_dir, out_dir, progress=True, shard=(0, 1)) -> Path:
     """Measure every model of the population not measured yet; then gather the rows into ``measures.csv``.
 
     ``shard=(k, n)`` takes every n-th model of the population from the k-th, so n processes share a pass (each
     row is its own file; whichever finishes last gathers them all). A model that cannot be measured (its data
     missing, say) is reported and skipped, so the others still get their rows; the pass then fails naming it."""
-    import pandas as pd
     from tqdm import tqdm
 
     k, n = shard
@@ -156,9 +166,7 @@ def run(results_dir, out_dir, progress=True, shard=(0, 1)) -> Path:
             bar.write(f"not measured: {failed[-1]}")
             continue
         runs.save_json(_row_path(out_dir, entry), row)
-    rows = [runs.load_json(p) for p in sorted((Path(out_dir) / "rows").glob("*.json"))]
-    table = Path(out_dir) / schema.MEASURES_FILE
-    runs.save_csv(table, pd.DataFrame(rows).to_dict("records"))
+    table = gather(out_dir)
     if failed:
         raise runs.StudyError(f"{len(failed)} model(s) not measured (the others' rows are in {table}): "
                               + "; ".join(failed))

@@ -97,3 +97,15 @@ def test_a_model_that_cannot_be_measured_is_named_and_the_others_still_get_rows(
     with pytest.raises(runs.StudyError, match=r"1 model\(s\) not measured.*adam/seed0 \(final\): its data is missing"):
         measures_study.run(study, tmp_path, progress=False)
     assert len(list((tmp_path / "rows").glob("*.json"))) == 2
+
+
+def test_gather_scores_the_rows_measured_so_far_without_measuring(study, tmp_path, monkeypatch):
+    monkeypatch.setattr(measures_study, "measure", lambda *a, **k: pytest.fail("gather measured a model"))
+    with pytest.raises(runs.StudyError, match="no measured rows"):
+        measures_study.gather(tmp_path)
+    row = {**{f: 0.0 for f in schema.MEASURES.fields}, "run": "sgd/seed0", "stop": "final"}
+    runs.save_json(tmp_path / "rows" / "sgd_seed0__final.json", row)
+    assert len(pd.read_csv(measures_study.gather(tmp_path))) == 1
+    runs.save_json(tmp_path / "rows" / "bad__final.json", {**row, "extra": 1})
+    with pytest.raises(runs.StudyError, match="extra"):
+        measures_study.gather(tmp_path)
