@@ -91,9 +91,9 @@ MEASURES_SEED = 0           # draws the fixed training subsets (the same for eve
 MEASURES_SUBSET = 1000      # samples for lambda1 and Hutchinson; the adaptive measures take 24 more (1,024)
 MEASURES_PROBES = 50        # Hutchinson probes for tr(H) and tr(Diag(H)^1/2)
 # The adaptive radii (each weight moved by this fraction of its magnitude), chosen by the check of
-# MEASURES_RHO_CHECK's radii (make measures-rho; report/tables/flatness_rho.md): the largest radius at which the
-# worst case still grows like rho^2 on every study model, and the smallest at which the average case's mean is
-# over 5 Monte Carlo standard errors on every one.
+# MEASURES_RHO_CHECK's radii (make measures-rho; report/tables/flatness_rho.md): the largest radius up to which
+# the worst case grows no faster than rho^2 on every study model (beyond it the ball leaves the quadratic
+# neighbourhood), and the smallest at which the average case's mean is over 5 Monte Carlo SEs on every one.
 MEASURES_RHO_WORST = 0.005
 MEASURES_RHO_AVERAGE = 0.05
 MEASURES_RHO_CHECK = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2)

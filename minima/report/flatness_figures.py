@@ -2,6 +2,7 @@
 
 import numpy as np
 
+import params
 from minima.report import statistics
 from minima.report.flatness import GAPS, LABELS, MEASURES, populations
 
@@ -12,6 +13,7 @@ def plot_scatter_grid(table, population="flatness, at 0.01", gap="gap_error", fi
     """One panel per measure: the measure (x; log scale where every value is positive) against the gap (y), colour =
     optimizer, marker = batch size; tau in the panel's title."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     rows, _ = populations(table)[population]
     if rows.empty:
@@ -27,6 +29,7 @@ def plot_scatter_grid(table, population="flatness, at 0.01", gap="gap_error", fi
         values = rows[column].dropna()
         if len(values) and (values > 0).all():
             ax.set_xscale("log")
+            ax.xaxis.set_minor_formatter(NullFormatter())   # the minor labels of a short decade overlap
         tau = statistics.kendall_tau(rows[column], rows[gap], n_resamples=200)["tau"]
         ax.set_title(f"{label}\nτ = {tau:+.2f}", fontsize=9)
         ax.tick_params(labelsize=7)
@@ -69,7 +72,7 @@ def plot_tau_bars(table, population="flatness, at 0.01", figsize=(10, 4), n_resa
 
 def plot_rho_check(check, figsize=(10, 3.6)):
     """The radius check: worst-case and average-case increase against rho per model (log-log), rho^2 for scale,
-    and float32 rounding of the worst case."""
+    the float32 rounding of the worst case, and the radii chosen (grey)."""
     import matplotlib.pyplot as plt
 
     fig, (a, b) = plt.subplots(1, 2, figsize=figsize)
@@ -84,8 +87,10 @@ def plot_rho_check(check, figsize=(10, 3.6)):
     for ax in (a, b):
         ax.set(xscale="log", yscale="log", xlabel="ρ")
     a.plot(rho, check.worst.max() * (rho / rho.max()) ** 2, "k--", lw=0.8, label="∝ ρ²")
-    a.set(ylabel="loss increase", title="adaptive worst case (dotted: float32 rounding)")
-    b.set(title="adaptive average case (± Monte Carlo SE; positive means)")
+    a.axvline(params.MEASURES_RHO_WORST, color="grey", ls=":", lw=1)
+    b.axvline(params.MEASURES_RHO_AVERAGE, color="grey", ls=":", lw=1)
+    a.set(ylabel="loss increase", title=f"worst case (dotted: float32 rounding; ρ = {params.MEASURES_RHO_WORST:g})")
+    b.set(title=f"average case (± Monte Carlo SE; ρ = {params.MEASURES_RHO_AVERAGE:g})")
     a.legend(fontsize=7)
     fig.tight_layout()
     return fig

@@ -6,6 +6,7 @@ agrees (scipy's interval is then undefined: a zero standard error).
 """
 
 import math
+import warnings
 
 import numpy as np
 from scipy import stats
@@ -94,7 +95,9 @@ def _exp(x) -> float:
 
 def kendall_tau(measure, gap, level=LEVEL, n_resamples=2000, seed=0) -> dict:
     """Kendall's tau-b between a measure and the generalization gap over models (``scipy.stats.kendalltau``), with
-    a percentile bootstrap interval over models (``scipy.stats.bootstrap``, paired resampling). NaN pairs dropped."""
+    a percentile bootstrap interval over models (``scipy.stats.bootstrap``, paired resampling). NaN pairs dropped.
+    With a handful of models some resamples repeat one model throughout and have no tau; scipy then has no
+    interval, and the bounds stay NaN (the tables print tau alone)."""
     x, y = np.asarray(measure, float), np.asarray(gap, float)
     keep = np.isfinite(x) & np.isfinite(y)
     x, y = x[keep], y[keep]
@@ -103,9 +106,11 @@ def kendall_tau(measure, gap, level=LEVEL, n_resamples=2000, seed=0) -> dict:
         return out
     out["tau"] = float(stats.kendalltau(x, y).statistic)
     if len(x) >= 3 and np.ptp(x) > 0 and np.ptp(y) > 0:
-        ci = stats.bootstrap((x, y), lambda a, b: stats.kendalltau(a, b).statistic, paired=True, vectorized=False,
-                             n_resamples=n_resamples, confidence_level=level, method="percentile",
-                             random_state=np.random.default_rng(seed)).confidence_interval
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", stats.DegenerateDataWarning)
+            ci = stats.bootstrap((x, y), lambda a, b: stats.kendalltau(a, b).statistic, paired=True,
+                                 vectorized=False, n_resamples=n_resamples, confidence_level=level,
+                                 method="percentile", random_state=np.random.default_rng(seed)).confidence_interval
         out.update(low=float(ci.low), high=float(ci.high))
     return out
 
