@@ -10,10 +10,10 @@ MARKERS = {32: "o", 100: "s", 500: "^"}   # batch size -> marker (others: "x")
 
 
 def plot_scatter_grid(table, population="flatness, at 0.01", gap="gap_error", figsize=(13, 6.5)):
-    """One panel per measure: the measure (x; log scale where every value is positive) against the gap (y), colour =
-    optimizer, marker = batch size; tau in the panel's title."""
+    """One panel per measure: the measure (x; log scale where every value is positive and they span a decade)
+    against the gap (y), colour = optimizer, marker = batch size; tau in the panel's title."""
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import NullFormatter
+    from matplotlib.ticker import MaxNLocator, NullFormatter
 
     rows, _ = populations(table)[population]
     if rows.empty:
@@ -27,9 +27,13 @@ def plot_scatter_grid(table, population="flatness, at 0.01", gap="gap_error", fi
             ax.scatter(group[column], group[gap], s=18, color=colors[opt], marker=MARKERS.get(batch, "x"),
                        alpha=0.8, lw=0)
         values = rows[column].dropna()
-        if len(values) and (values > 0).all():
+        if len(values) and (values > 0).all() and np.log10(values.max() / values.min()) >= 1:
             ax.set_xscale("log")
             ax.xaxis.set_minor_formatter(NullFormatter())   # the minor labels of a short decade overlap
+        else:   # under a decade, or a value at or below 0 (an unresolved average case): linear, few ticks
+            ax.xaxis.set_major_locator(MaxNLocator(4))
+            ax.ticklabel_format(axis="x", style="sci", scilimits=(-2, 3))
+            ax.xaxis.get_offset_text().set_fontsize(7)
         tau = statistics.kendall_tau(rows[column], rows[gap], n_resamples=200)["tau"]
         ax.set_title(f"{label}\nτ = {tau:+.2f}", fontsize=9)
         ax.tick_params(labelsize=7)
