@@ -151,36 +151,37 @@ def tau_table(found) -> tuple[pd.DataFrame, str]:
     return pd.DataFrame(rows), caption
 
 
+def _by_group(scores, groups, column_name) -> pd.DataFrame:
+    """One row per measure, one column per group (named by ``column_name(group)``): the score with its interval."""
+    out = []
+    for column, label in MEASURES.items():
+        mine = scores[scores.measure == column].set_index("group")
+        out.append({"measure": label, **{column_name(g): _interval(*mine.loc[g, ["value", "low", "high"]])
+                                         for g in groups}})
+    return pd.DataFrame(out)
+
+
 def psi_table(found, gap="gap_error") -> tuple[pd.DataFrame, str]:
     """Psi per axis and overall, on the flatness grid at its 0.01 stop."""
     psi = _pick(found, "psi", gap=gap)
-    out = []
-    for column, label in MEASURES.items():
-        mine = psi[psi.measure == column].set_index("group")
-        out.append({"measure": label, **{f"Ψ {axis.replace('_', ' ')}": _interval(*mine.loc[axis, ["value", "low",
-                                                                                                  "high"]])
-                                         for axis in (*AXES, "overall")}})
+    out = _by_group(psi, (*AXES, "overall"), lambda axis: f"Ψ {axis.replace('_', ' ')}")
     counts = ", ".join(f"{axis.replace('_', ' ')} {int(psi[psi.group == axis].n.iloc[0])}" for axis in AXES)
     size = int(_pick(found, "tau", population=STOP_POPULATION).n.iloc[0])
     caption = (f"Jiang et al.'s granulated τ (Ψ) with the gap {GAPS[gap]}, on the flatness grid at its 0.01 stop "
                f"({size} models): for each axis the mean τ over the groups in which only it varies (groups: "
                f"{counts}), and the mean over axes; 95 % bootstrap intervals over groups.")
-    return pd.DataFrame(out), caption
+    return out, caption
 
 
 def within_table(found, gap="gap_error") -> tuple[pd.DataFrame, str]:
     """tau within each optimizer, on the flatness grid at its 0.01 stop."""
     within = _pick(found, "tau_within", gap=gap)
     opts = list(dict.fromkeys(within.group))
-    out = []
-    for column, label in MEASURES.items():
-        mine = within[within.measure == column].set_index("group")
-        out.append({"measure": label, **{LABELS.get(o, o): _interval(*mine.loc[o, ["value", "low", "high"]])
-                                         for o in opts}})
+    out = _by_group(within, opts, lambda o: LABELS.get(o, o))
     sizes = ", ".join(f"{LABELS.get(o, o)} {int(within[within.group == o].n.iloc[0])}" for o in opts)
     caption = (f"τ with the gap {GAPS[gap]} within each optimizer (learning rate, batch size and seed vary), on the "
                f"flatness grid at its 0.01 stop ({sizes} models); 95 % bootstrap intervals.")
-    return pd.DataFrame(out), caption
+    return out, caption
 
 
 def fingerprints(table) -> dict:
